@@ -1,0 +1,578 @@
+//! Bytes → [`Packet`]: a pure function over one datagram.
+//!
+//! Parts are `u16 type | u16 length | body`, the length counting the 4-byte
+//! header. HOST, TIME, PLUGIN and the rest set the current state; each VALUES
+//! part emits one value list from that state and each MESSAGE part one
+//! notification, so a datagram can hold many lists that share the parts sent
+//! before them (collectd only writes a part when it changes). Unknown parts are
+//! skipped. Every length and count is checked before it is used.
+
+use super::{
+    part, value_type, CdTime, Identity, Notification, Packet, Severity, Signed, Str, ValueList,
+    Values,
+};
+use bytes::Bytes;
+
+/// The longest identity string collectd accepts, NUL included
+/// (`DATA_MAX_NAME_LEN`): longer ones are rejected, as collectd does.
+pub const MAX_STRING_BYTES: usize = 128;
+
+/// Why a datagram was rejected. Offsets are byte positions in the datagram.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The datagram has no bytes at all.
+    #[error("datagram is empty")]
+    Empty,
+    /// Fewer than 4 bytes remain where a part header should start.
+    #[error("part header at byte {offset} needs 4 bytes, {remaining} remain")]
+    TruncatedHeader { offset: usize, remaining: usize },
+    /// A part header claims more bytes than remain in the datagram.
+    #[error("part 0x{part_type:04x} at byte {offset} claims {part_len} bytes, {remaining} remain")]
+    PartPastEnd {
+        offset: usize,
+        part_type: u16,
+        part_len: u16,
+        remaining: usize,
+    },
+    /// A part length below the 4 bytes of its own header (0 would loop forever).
+    #[error("part 0x{part_type:04x} at byte {offset} has length {part_len}, below the 4-byte header")]
+    PartTooShort {
+        offset: usize,
+        part_type: u16,
+        part_len: u16,
+    },
+    /// A TIME, INTERVAL, TIME_HR, INTERVAL_HR or SEVERITY part whose body is not 8 bytes.
+    #[error("numeric part 0x{part_type:04x} at byte {offset} has length {part_len}, expected 12")]
+    NumberLength {
+        offset: usize,
+        part_type: u16,
+        part_len: u16,
+    },
+    /// A VALUES part whose count does not match its length (`6 + 9 * count`).
+    #[error("values part at byte {offset} declares {count} values but has length {part_len}")]
+    ValuesLength {
+        offset: usize,
+        count: u16,
+        part_len: u16,
+    },
+    /// A VALUES part that declares zero values.
+    #[error("values part at byte {offset} holds no values")]
+    NoValues { offset: usize },
+    /// A value type code other than 0 (COUNTER), 1 (GAUGE), 2 (DERIVE), 3 (ABSOLUTE).
+    #[error("values part at byte {offset}: value {index} has unknown type {code}")]
+    UnknownValueType { offset: usize, index: usize, code: u8 },
+    /// A string part whose last byte is not NUL (or that has no body).
+    #[error("string part 0x{part_type:04x} at byte {offset} is not NUL-terminated")]
+    StringNotTerminated { offset: usize, part_type: u16 },
+    /// An identity string longer than collectd accepts.
+    #[error("string part 0x{part_type:04x} at byte {offset} is {len} bytes, the limit is {max}", max = MAX_STRING_BYTES - 1)]
+    StringTooLong {
+        offset: usize,
+        part_type: u16,
+        len: usize,
+    },
+    /// An identity string that is not UTF-8 (it would become a label value).
+    #[error("string part 0x{part_type:04x} at byte {offset} is not UTF-8")]
+    InvalidUtf8 { offset: usize, part_type: u16 },
+    /// A SIGNATURE part too short to hold its 32-byte HMAC.
+    #[error("signature part at byte {offset} has length {part_len}, below 36")]
+    SignatureTooShort { offset: usize, part_len: u16 },
+    /// An ENCRYPTION part, and no key to open it.
+    #[error("encrypted part at byte {offset} and no auth file to decrypt it")]
+    Encrypted { offset: usize },
+}
+
+impl DecodeError {
+    /// A stable, low-cardinality name for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty",
+            DecodeError::TruncatedHeader { .. } => "truncated_header",
+            DecodeError::PartPastEnd { .. } => "part_past_end",
+            DecodeError::PartTooShort { .. } => "part_too_short",
+            DecodeError::NumberLength { .. } => "number_length",
+            DecodeError::ValuesLength { .. } => "values_length",
+            DecodeError::NoValues { .. } => "no_values",
+            DecodeError::UnknownValueType { .. } => "unknown_value_type",
+            DecodeError::StringNotTerminated { .. } => "string_not_terminated",
+            DecodeError::StringTooLong { .. } => "string_too_long",
+            DecodeError::InvalidUtf8 { .. } => "invalid_utf8",
+            DecodeError::SignatureTooShort { .. } => "signature_too_short",
+            DecodeError::Encrypted { .. } => "encrypted",
+        }
+    }
+
+    /// Every kind, so counters can start at zero.
+    pub const KINDS: &'static [&'static str] = &[
+        "empty",
+        "truncated_header",
+        "part_past_end",
+        "part_too_short",
+        "number_length",
+        "values_length",
+        "no_values",
+        "unknown_value_type",
+        "string_not_terminated",
+        "string_too_long",
+        "invalid_utf8",
+        "signature_too_short",
+        "encrypted",
+    ];
+}
+
+/// The state that parts set and value lists and notifications read.
+#[derive(Default)]
+struct State {
+    id: Identity,
+    time: CdTime,
+    interval: CdTime,
+    severity: u64,
+}
+
+/// Decodes one datagram. The returned strings and values share `datagram`'s
+/// buffer; nothing is copied.
+pub fn decode(datagram: &Bytes) -> Result<Packet, DecodeError> {
+    if datagram.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let mut packet = Packet::default();
+    let mut state = State::default();
+    let mut offset = 0usize;
+    let len = datagram.len();
+
+    while offset < len {
+        let remaining = len - offset;
+        if remaining < 4 {
+            return Err(DecodeError::TruncatedHeader { offset, remaining });
+        }
+        let part_type = u16::from_be_bytes([datagram[offset], datagram[offset + 1]]);
+        let part_len = u16::from_be_bytes([datagram[offset + 2], datagram[offset + 3]]);
+        if part_len < 4 {
+            return Err(DecodeError::PartTooShort {
+                offset,
+                part_type,
+                part_len,
+            });
+        }
+        if usize::from(part_len) > remaining {
+            return Err(DecodeError::PartPastEnd {
+                offset,
+                part_type,
+                part_len,
+                remaining,
+            });
+        }
+        let body = datagram.slice(offset + 4..offset + usize::from(part_len));
+        let at = Part {
+            offset,
+            part_type,
+            part_len,
+        };
+
+        match part_type {
+            part::HOST => state.id.host = at.identity_string(body)?,
+            part::PLUGIN => state.id.plugin = at.identity_string(body)?,
+            part::PLUGIN_INSTANCE => state.id.plugin_instance = at.identity_string(body)?,
+            part::TYPE => state.id.type_ = at.identity_string(body)?,
+            part::TYPE_INSTANCE => state.id.type_instance = at.identity_string(body)?,
+            part::TIME => state.time = CdTime::from_secs(at.number(&body)?),
+            part::TIME_HR => state.time = CdTime(at.number(&body)?),
+            part::INTERVAL => state.interval = CdTime::from_secs(at.number(&body)?),
+            part::INTERVAL_HR => state.interval = CdTime(at.number(&body)?),
+            part::SEVERITY => state.severity = at.number(&body)?,
+            part::VALUES => packet.value_lists.push(ValueList {
+                id: state.id.clone(),
+                time: state.time,
+                interval: state.interval,
+                values: at.values(body)?,
+            }),
+            part::MESSAGE => packet.notifications.push(Notification {
+                id: state.id.clone(),
+                time: state.time,
+                severity: Severity::from_wire(state.severity),
+                message: at.raw_string(body)?,
+            }),
+            part::SIGNATURE => {
+                // Body: 32-byte HMAC-SHA-256, then the user name. Without an
+                // auth file collectd accepts signed data unverified, and so
+                // does this decoder; verification belongs to the caller.
+                if body.len() < 32 {
+                    return Err(DecodeError::SignatureTooShort { offset, part_len });
+                }
+                packet.signed = Some(Signed {
+                    username: body.slice(32..),
+                });
+            }
+            part::ENCRYPTION => return Err(DecodeError::Encrypted { offset }),
+            _ => {} // Unknown parts are skipped, as collectd does.
+        }
+        offset += usize::from(part_len);
+    }
+    Ok(packet)
+}
+
+/// Where a part sits, for error messages.
+struct Part {
+    offset: usize,
+    part_type: u16,
+    part_len: u16,
+}
+
+impl Part {
+    fn number(&self, body: &Bytes) -> Result<u64, DecodeError> {
+        let word: [u8; 8] = body[..]
+            .try_into()
+            .map_err(|_| DecodeError::NumberLength {
+                offset: self.offset,
+                part_type: self.part_type,
+                part_len: self.part_len,
+            })?;
+        Ok(u64::from_be_bytes(word))
+    }
+
+    /// A NUL-terminated string without its NUL. Like collectd's C strings it
+    /// ends at the first NUL.
+    fn raw_string(&self, body: Bytes) -> Result<Bytes, DecodeError> {
+        if body.last() != Some(&0) {
+            return Err(DecodeError::StringNotTerminated {
+                offset: self.offset,
+                part_type: self.part_type,
+            });
+        }
+        let end = body.iter().position(|&b| b == 0).unwrap_or(0);
+        Ok(body.slice(..end))
+    }
+
+    fn identity_string(&self, body: Bytes) -> Result<Str, DecodeError> {
+        let s = self.raw_string(body)?;
+        if s.len() >= MAX_STRING_BYTES {
+            return Err(DecodeError::StringTooLong {
+                offset: self.offset,
+                part_type: self.part_type,
+                len: s.len(),
+            });
+        }
+        if std::str::from_utf8(&s).is_err() {
+            return Err(DecodeError::InvalidUtf8 {
+                offset: self.offset,
+                part_type: self.part_type,
+            });
+        }
+        Ok(Str::from_checked(s))
+    }
+
+    fn values(&self, body: Bytes) -> Result<Values, DecodeError> {
+        if body.len() < 2 {
+            return Err(DecodeError::ValuesLength {
+                offset: self.offset,
+                count: 0,
+                part_len: self.part_len,
+            });
+        }
+        let count = u16::from_be_bytes([body[0], body[1]]);
+        if count == 0 {
+            return Err(DecodeError::NoValues {
+                offset: self.offset,
+            });
+        }
+        if body.len() != 2 + 9 * usize::from(count) {
+            return Err(DecodeError::ValuesLength {
+                offset: self.offset,
+                count,
+                part_len: self.part_len,
+            });
+        }
+        let raw = body.slice(2..);
+        for (index, &code) in raw[..usize::from(count)].iter().enumerate() {
+            if code > value_type::ABSOLUTE {
+                return Err(DecodeError::UnknownValueType {
+                    offset: self.offset,
+                    index,
+                    code,
+                });
+            }
+        }
+        Ok(Values::from_checked(raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collectd::{Encoder, Value};
+
+    fn header(part_type: u16, len: u16) -> Vec<u8> {
+        let mut v = part_type.to_be_bytes().to_vec();
+        v.extend_from_slice(&len.to_be_bytes());
+        v
+    }
+
+    fn err(bytes: Vec<u8>) -> DecodeError {
+        decode(&Bytes::from(bytes)).expect_err("datagram should be rejected")
+    }
+
+    #[test]
+    fn gauge_is_little_endian_and_derive_big_endian() {
+        let mut e = Encoder::new();
+        e.values(&[
+            Value::Gauge(1.5),
+            Value::Derive(-2),
+            Value::Counter(u64::MAX),
+            Value::Absolute(7),
+        ]);
+        let raw = e.finish();
+        // Gauge bytes straight after the 4 type codes: little-endian 1.5.
+        assert_eq!(&raw[10..18], &1.5f64.to_le_bytes());
+        assert_eq!(&raw[18..26], &(-2i64).to_be_bytes());
+        let packet = decode(&raw).expect("decodes");
+        let values: Vec<Value> = packet.value_lists[0].values.iter().collect();
+        assert_eq!(
+            values,
+            vec![
+                Value::Gauge(1.5),
+                Value::Derive(-2),
+                Value::Counter(u64::MAX),
+                Value::Absolute(7)
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_datagram_is_rejected() {
+        assert_eq!(err(vec![]), DecodeError::Empty);
+    }
+
+    #[test]
+    fn zero_length_part_is_rejected() {
+        assert_eq!(
+            err(header(part::HOST, 0)),
+            DecodeError::PartTooShort {
+                offset: 0,
+                part_type: 0,
+                part_len: 0
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_header_is_rejected() {
+        let mut b = header(part::HOST, 7);
+        b.extend_from_slice(b"vm\0");
+        b.extend_from_slice(&[0, 1]);
+        assert_eq!(
+            err(b),
+            DecodeError::TruncatedHeader {
+                offset: 7,
+                remaining: 2
+            }
+        );
+    }
+
+    #[test]
+    fn length_past_the_end_is_rejected() {
+        let mut b = header(part::HOST, 40);
+        b.extend_from_slice(b"vm\0");
+        let e = err(b);
+        assert_eq!(
+            e,
+            DecodeError::PartPastEnd {
+                offset: 0,
+                part_type: 0,
+                part_len: 40,
+                remaining: 7
+            }
+        );
+        assert_eq!(e.to_string(), "part 0x0000 at byte 0 claims 40 bytes, 7 remain");
+    }
+
+    #[test]
+    fn value_count_must_match_part_length() {
+        // Claims 2 values, carries one.
+        let mut b = header(part::VALUES, 4 + 2 + 9);
+        b.extend_from_slice(&2u16.to_be_bytes());
+        b.push(value_type::GAUGE);
+        b.extend_from_slice(&1.0f64.to_le_bytes());
+        assert_eq!(
+            err(b),
+            DecodeError::ValuesLength {
+                offset: 0,
+                count: 2,
+                part_len: 15
+            }
+        );
+    }
+
+    #[test]
+    fn zero_values_are_rejected() {
+        let mut b = header(part::VALUES, 6);
+        b.extend_from_slice(&0u16.to_be_bytes());
+        assert_eq!(err(b), DecodeError::NoValues { offset: 0 });
+    }
+
+    #[test]
+    fn unknown_value_type_is_rejected() {
+        let mut b = header(part::VALUES, 15);
+        b.extend_from_slice(&1u16.to_be_bytes());
+        b.push(9);
+        b.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            err(b),
+            DecodeError::UnknownValueType {
+                offset: 0,
+                index: 0,
+                code: 9
+            }
+        );
+    }
+
+    #[test]
+    fn string_without_nul_is_rejected() {
+        let mut b = header(part::PLUGIN, 6);
+        b.extend_from_slice(b"ab");
+        assert_eq!(
+            err(b),
+            DecodeError::StringNotTerminated {
+                offset: 0,
+                part_type: part::PLUGIN
+            }
+        );
+    }
+
+    #[test]
+    fn empty_string_part_body_is_rejected() {
+        assert_eq!(
+            err(header(part::TYPE, 4)),
+            DecodeError::StringNotTerminated {
+                offset: 0,
+                part_type: part::TYPE
+            }
+        );
+    }
+
+    #[test]
+    fn overlong_string_is_rejected() {
+        let s = "h".repeat(MAX_STRING_BYTES);
+        let mut b = header(part::HOST, (4 + s.len() + 1) as u16);
+        b.extend_from_slice(s.as_bytes());
+        b.push(0);
+        assert!(matches!(err(b), DecodeError::StringTooLong { len: 128, .. }));
+    }
+
+    #[test]
+    fn longest_accepted_string_is_127_bytes() {
+        let mut e = Encoder::new();
+        e.string(part::TYPE_INSTANCE, &"t".repeat(127));
+        e.values(&[Value::Gauge(0.0)]);
+        let packet = decode(&e.finish()).expect("127 bytes are accepted");
+        assert_eq!(packet.value_lists[0].id.type_instance.as_str().len(), 127);
+    }
+
+    #[test]
+    fn non_utf8_identity_is_rejected() {
+        let mut b = header(part::HOST, 7);
+        b.extend_from_slice(&[0xff, 0xfe, 0]);
+        assert_eq!(
+            err(b),
+            DecodeError::InvalidUtf8 {
+                offset: 0,
+                part_type: part::HOST
+            }
+        );
+    }
+
+    #[test]
+    fn numeric_part_must_be_eight_bytes() {
+        let mut b = header(part::TIME, 8);
+        b.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            err(b),
+            DecodeError::NumberLength {
+                offset: 0,
+                part_type: part::TIME,
+                part_len: 8
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_parts_are_skipped() {
+        let mut b = header(0x7777, 6);
+        b.extend_from_slice(&[1, 2]);
+        let mut e = Encoder::new();
+        e.values(&[Value::Gauge(3.0)]);
+        b.extend_from_slice(&e.finish());
+        let packet = decode(&Bytes::from(b)).expect("decodes");
+        assert_eq!(packet.value_lists.len(), 1);
+    }
+
+    #[test]
+    fn state_carries_from_one_value_list_to_the_next() {
+        let mut e = Encoder::new();
+        e.string(part::HOST, "h");
+        e.number(part::TIME_HR, 5 << 30);
+        e.string(part::PLUGIN, "cpu");
+        e.string(part::TYPE, "cpu");
+        e.values(&[Value::Derive(1)]);
+        e.string(part::TYPE_INSTANCE, "idle");
+        e.values(&[Value::Derive(2)]);
+        let packet = decode(&e.finish()).expect("decodes");
+        let [a, b] = &packet.value_lists[..] else {
+            panic!("two value lists expected, got {:?}", packet.value_lists)
+        };
+        assert_eq!(a.id.type_instance.as_str(), "");
+        assert_eq!(b.id.type_instance.as_str(), "idle");
+        assert_eq!(b.id.host.as_str(), "h");
+        assert_eq!(b.id.plugin.as_str(), "cpu");
+        assert_eq!(b.time, CdTime(5 << 30));
+    }
+
+    #[test]
+    fn low_resolution_time_is_scaled_to_2_pow_minus_30() {
+        let mut e = Encoder::new();
+        e.number(part::TIME, 1795289844);
+        e.number(part::INTERVAL, 2);
+        e.values(&[Value::Gauge(0.0)]);
+        let vl = &decode(&e.finish()).expect("decodes").value_lists[0];
+        assert_eq!(vl.time.as_secs_f64(), 1795289844.0);
+        assert_eq!(vl.interval.as_duration(), std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn string_ends_at_first_nul() {
+        let mut b = header(part::HOST, 9);
+        b.extend_from_slice(b"ab\0c\0");
+        let mut e = Encoder::new();
+        e.values(&[Value::Gauge(0.0)]);
+        b.extend_from_slice(&e.finish());
+        let packet = decode(&Bytes::from(b)).expect("decodes");
+        assert_eq!(packet.value_lists[0].id.host.as_str(), "ab");
+    }
+
+    #[test]
+    fn notification_takes_time_severity_and_identity() {
+        let mut e = Encoder::new();
+        e.number(part::TIME_HR, 7 << 30);
+        e.number(part::SEVERITY, 2);
+        e.string(part::HOST, "vm");
+        e.string(part::PLUGIN, "load");
+        e.string(part::MESSAGE, "load high");
+        let packet = decode(&e.finish()).expect("decodes");
+        let n = &packet.notifications[0];
+        assert_eq!(n.severity, Severity::Warning);
+        assert_eq!(n.id.plugin.as_str(), "load");
+        assert_eq!(&n.message[..], b"load high");
+        assert_eq!(n.time, CdTime(7 << 30));
+    }
+
+    #[test]
+    fn decoding_does_not_copy_the_datagram() {
+        let mut e = Encoder::new();
+        e.string(part::HOST, "vm");
+        e.values(&[Value::Gauge(0.0)]);
+        let raw = e.finish();
+        let packet = decode(&raw).expect("decodes");
+        let host = packet.value_lists[0].id.host.as_bytes();
+        let range = raw.as_ptr_range();
+        assert!(range.contains(&host.as_ptr()));
+    }
+}

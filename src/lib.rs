@@ -1,0 +1,9 @@
+//! sqlalchemy-collectd-exporter: collectd datagrams in, Prometheus metrics out.
+//!
+//! 1. `ingest` receives datagrams on the collectd UDP listeners;
+//! 2. `collectd::decode` turns each into value lists (pure, zero-copy);
+//! 3. `route` sorts them into SQLAlchemy pool, totals and transaction records;
+//! 4. `store::sqlalchemy` keeps per-process state and sums it per host/program;
+//! 5. `exposition` encodes a snapshot of the stores on every scrape.
+
+pub mod collectd;
