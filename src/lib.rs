@@ -7,3 +7,5 @@
 //! 5. `exposition` encodes a snapshot of the stores on every scrape.
 
 pub mod collectd;
+pub mod route;
+pub mod store;

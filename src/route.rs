@@ -1,0 +1,252 @@
+//! Value list → [`Record`]: recognises the sqlalchemy-collectd client's types
+//! and checks their shape, so the stores only ever see well-formed numbers.
+//! Everything that is not SQLAlchemy's is handed on as [`Record::Generic`].
+
+use crate::collectd::{CdTime, Str, Value, ValueList};
+
+/// The plugin name the client writes.
+pub const PLUGIN: &str = "sqlalchemy";
+pub const TYPE_POOL: &str = "sqlalchemy_pool";
+pub const TYPE_TOTALS: &str = "sqlalchemy_totals";
+pub const TYPE_TRANSACTIONS: &str = "sqlalchemy_transactions";
+
+/// One process of one program on one host. The client sends the same process
+/// token for every program name a process uses, so the token alone is not a key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    pub host: Str,
+    pub program: Str,
+    pub token: Str,
+}
+
+/// `sqlalchemy_pool`: the client's five gauges, in wire order.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Pool {
+    pub numpools: f64,
+    pub checkedout: f64,
+    pub checkedin: f64,
+    pub detached: f64,
+    pub connections: f64,
+}
+
+/// Cumulative counts since the process started, in wire order:
+/// `sqlalchemy_totals` (checkouts, invalidated, connects, disconnects) or
+/// `sqlalchemy_transactions` (commits, rollbacks, transactions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cumulative {
+    Totals([u64; 4]),
+    Transactions([u64; 3]),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sample {
+    Pool(Pool),
+    Cumulative(Cumulative),
+}
+
+/// A SQLAlchemy value list, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SqlaRecord {
+    pub key: ProcessKey,
+    /// The sender's time (used only to order one process's reports).
+    pub time: CdTime,
+    /// The sender's interval; zero when it sent none.
+    pub interval: CdTime,
+    pub sample: Sample,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Sqla(SqlaRecord),
+    Generic(ValueList),
+}
+
+/// Why a value list was not accepted.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum RouteError {
+    /// Plugin `sqlalchemy` with a type the client does not send.
+    #[error("plugin sqlalchemy has no type {type_:?}")]
+    UnknownType { type_: String },
+    /// A known type with the wrong number of values.
+    #[error("{type_} needs {expected} values, got {got}")]
+    ValueCount {
+        type_: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// A value of a type the client never uses for this data source.
+    #[error("{type_} value {index} is a {got}, expected {expected}")]
+    ValueType {
+        type_: &'static str,
+        index: usize,
+        expected: &'static str,
+        got: &'static str,
+    },
+    /// A NaN or infinite pool gauge, or a negative count.
+    #[error("{type_} value {index} is out of range ({value})")]
+    OutOfRange {
+        type_: &'static str,
+        index: usize,
+        value: String,
+    },
+}
+
+impl RouteError {
+    /// The rejection reason label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RouteError::UnknownType { .. } => "unknown_type",
+            RouteError::ValueCount { .. } | RouteError::ValueType { .. } => "malformed",
+            RouteError::OutOfRange { .. } => "invalid_value",
+        }
+    }
+}
+
+pub fn route(vl: ValueList) -> Result<Record, RouteError> {
+    if vl.id.plugin.as_str() != PLUGIN {
+        return Ok(Record::Generic(vl));
+    }
+    let sample = match vl.id.type_.as_str() {
+        TYPE_POOL => Sample::Pool(pool(&vl)?),
+        TYPE_TOTALS => Sample::Cumulative(Cumulative::Totals(counts(&vl, TYPE_TOTALS)?)),
+        TYPE_TRANSACTIONS => {
+            Sample::Cumulative(Cumulative::Transactions(counts(&vl, TYPE_TRANSACTIONS)?))
+        }
+        other => {
+            return Err(RouteError::UnknownType {
+                type_: other.to_owned(),
+            })
+        }
+    };
+    Ok(Record::Sqla(SqlaRecord {
+        key: ProcessKey {
+            host: vl.id.host,
+            program: vl.id.plugin_instance,
+            token: vl.id.type_instance,
+        },
+        time: vl.time,
+        interval: vl.interval,
+        sample,
+    }))
+}
+
+fn pool(vl: &ValueList) -> Result<Pool, RouteError> {
+    let v: [f64; 5] = numbers(vl, TYPE_POOL, |index, value| match value {
+        Value::Gauge(g) if g.is_finite() => Ok(g),
+        Value::Gauge(g) => Err(RouteError::OutOfRange {
+            type_: TYPE_POOL,
+            index,
+            value: g.to_string(),
+        }),
+        other => Err(RouteError::ValueType {
+            type_: TYPE_POOL,
+            index,
+            expected: "gauge",
+            got: other.type_name(),
+        }),
+    })?;
+    Ok(Pool {
+        numpools: v[0],
+        checkedout: v[1],
+        checkedin: v[2],
+        detached: v[3],
+        connections: v[4],
+    })
+}
+
+fn counts<const N: usize>(vl: &ValueList, type_: &'static str) -> Result<[u64; N], RouteError> {
+    numbers(vl, type_, |index, value| match value {
+        Value::Counter(n) | Value::Absolute(n) => Ok(n),
+        Value::Derive(d) => u64::try_from(d).map_err(|_| RouteError::OutOfRange {
+            type_,
+            index,
+            value: d.to_string(),
+        }),
+        Value::Gauge(_) => Err(RouteError::ValueType {
+            type_,
+            index,
+            expected: "derive",
+            got: "gauge",
+        }),
+    })
+}
+
+fn numbers<T: Copy + Default, const N: usize>(
+    vl: &ValueList,
+    type_: &'static str,
+    convert: impl Fn(usize, Value) -> Result<T, RouteError>,
+) -> Result<[T; N], RouteError> {
+    if vl.values.len() != N {
+        return Err(RouteError::ValueCount {
+            type_,
+            expected: N,
+            got: vl.values.len(),
+        });
+    }
+    let mut out = [T::default(); N];
+    for (index, value) in vl.values.iter().enumerate() {
+        out[index] = convert(index, value)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collectd::{decode, Encoder, Identity};
+
+    fn vl(type_: &str, values: &[Value]) -> ValueList {
+        let id = Identity {
+            host: "h".into(),
+            plugin: PLUGIN.into(),
+            plugin_instance: "app".into(),
+            type_: type_.into(),
+            type_instance: "1:abcdef".into(),
+        };
+        let raw = Encoder::new().client_value_list(&id, 10, 2, values).finish();
+        decode(&raw).expect("decodes").value_lists.remove(0)
+    }
+
+    #[test]
+    fn pool_gauges_map_in_wire_order() {
+        let g = |x| Value::Gauge(x);
+        let r = route(vl(TYPE_POOL, &[g(1.0), g(2.0), g(3.0), g(4.0), g(5.0)])).expect("routes");
+        let Record::Sqla(SqlaRecord { key, sample: Sample::Pool(p), .. }) = r else {
+            panic!("pool record expected, got {r:?}")
+        };
+        assert_eq!(key.program.as_str(), "app");
+        assert_eq!(key.token.as_str(), "1:abcdef");
+        assert_eq!(p, Pool { numpools: 1.0, checkedout: 2.0, checkedin: 3.0, detached: 4.0, connections: 5.0 });
+    }
+
+    #[test]
+    fn totals_with_four_values_are_required() {
+        let e = route(vl(TYPE_TOTALS, &[Value::Derive(1); 3])).expect_err("rejected");
+        assert_eq!(e.reason(), "malformed");
+    }
+
+    #[test]
+    fn nan_pool_gauge_is_an_invalid_value() {
+        let e = route(vl(TYPE_POOL, &[Value::Gauge(f64::NAN); 5])).expect_err("rejected");
+        assert_eq!(e.reason(), "invalid_value");
+    }
+
+    #[test]
+    fn negative_derive_is_an_invalid_value() {
+        let e = route(vl(TYPE_TOTALS, &[Value::Derive(-1); 4])).expect_err("rejected");
+        assert_eq!(e.reason(), "invalid_value");
+    }
+
+    #[test]
+    fn unknown_sqlalchemy_type_is_rejected() {
+        let e = route(vl("sqlalchemy_bogus", &[Value::Derive(1)])).expect_err("rejected");
+        assert_eq!(e.reason(), "unknown_type");
+    }
+
+    #[test]
+    fn other_plugins_are_generic() {
+        let mut v = vl(TYPE_POOL, &[Value::Gauge(1.0)]);
+        v.id.plugin = "load".into();
+        assert!(matches!(route(v), Ok(Record::Generic(_))));
+    }
+}

@@ -1,0 +1,108 @@
+//! Stores keep what the routed records say, judged by the exporter's own
+//! receive clock: `Freshness` turns a sender's interval into how long its data
+//! stays live, and how long a program with nothing live is remembered.
+
+pub mod sqlalchemy;
+
+use crate::collectd::CdTime;
+use std::time::{Duration, Instant};
+
+/// The moment a datagram was received, on both clocks: `at` for expiry
+/// (monotonic), `unix` for the timestamps we export.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub at: Instant,
+    pub unix: f64,
+}
+
+impl Now {
+    pub fn wall() -> Self {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Now {
+            at: Instant::now(),
+            unix,
+        }
+    }
+
+    /// The same moment, `d` later on both clocks.
+    pub fn after(self, d: Duration) -> Self {
+        Now {
+            at: self.at + d,
+            unix: self.unix + d.as_secs_f64(),
+        }
+    }
+}
+
+/// collectd's default `Interval`, used when a sender gives none.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Intervals beyond this are clamped, so no sender can keep data alive forever.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    /// Live for this many of the sender's own intervals...
+    pub stale_intervals: u32,
+    /// ...unless a fixed duration is set.
+    pub stale_after: Option<Duration>,
+    /// How long a program with no live process stays exported.
+    pub forget_after: Duration,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            stale_intervals: 3,
+            stale_after: None,
+            forget_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Freshness {
+    /// How long data sent with `interval` stays live after it was received.
+    pub fn window(&self, interval: CdTime) -> Duration {
+        if let Some(fixed) = self.stale_after {
+            return fixed;
+        }
+        let interval = if interval.is_zero() {
+            DEFAULT_INTERVAL
+        } else {
+            interval.as_duration().min(MAX_INTERVAL)
+        };
+        interval * self.stale_intervals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_is_n_of_the_senders_intervals() {
+        let f = Freshness::default();
+        assert_eq!(f.window(CdTime::from_secs(2)), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn missing_interval_uses_collectds_default() {
+        assert_eq!(Freshness::default().window(CdTime(0)), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn stale_after_overrides_the_interval() {
+        let f = Freshness {
+            stale_after: Some(Duration::from_millis(1500)),
+            ..Freshness::default()
+        };
+        assert_eq!(f.window(CdTime::from_secs(2)), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn huge_intervals_are_clamped() {
+        let f = Freshness::default();
+        assert_eq!(f.window(CdTime(u64::MAX)), MAX_INTERVAL * 3);
+    }
+}
