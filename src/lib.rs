@@ -5,7 +5,15 @@
 //! 3. `route` sorts them into SQLAlchemy pool, totals and transaction records;
 //! 4. `store::sqlalchemy` keeps per-process state and sums it per host/program;
 //! 5. `exposition` encodes a snapshot of the stores on every scrape.
+//!
+//! `config` turns flags into a `Config`, `server` binds and runs it all,
+//! `telemetry` counts what the exporter itself does.
 
 pub mod collectd;
+pub mod config;
+pub mod exposition;
+pub mod ingest;
 pub mod route;
+pub mod server;
 pub mod store;
+pub mod telemetry;

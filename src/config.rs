@@ -1,0 +1,251 @@
+//! Flags → validated [`Config`]. Flag names follow the Prometheus exporter
+//! conventions (`--web.listen-address`); durations parse with humantime
+//! (`90s`, `1h30m`); addresses accept the Go style `:PORT` for "all interfaces".
+
+use crate::store::sqlalchemy::Limits;
+use crate::store::Freshness;
+use clap::{Parser, ValueEnum};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+/// Where to listen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// An explicit address. An IPv6 address listens on IPv6 only, so that
+    /// `0.0.0.0:P` and `[::]:P` can both be given.
+    Ip(SocketAddr),
+    /// `:PORT`: every interface, IPv4 and IPv6 (one dual-stack socket where
+    /// the host has IPv6, else IPv4), as Go exporters do.
+    AnyInterface(u16),
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddress::Ip(a) => write!(f, "{a}"),
+            ListenAddress::AnyInterface(p) => write!(f, ":{p}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not IP:PORT, [IPv6]:PORT or :PORT");
+        if let Some(port) = s.strip_prefix(':') {
+            return port.parse().map(ListenAddress::AnyInterface).map_err(|_| bad());
+        }
+        if let Some(port) = s.strip_prefix("localhost:") {
+            let port = port.parse().map_err(|_| bad())?;
+            return Ok(ListenAddress::Ip(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)));
+        }
+        s.parse().map(ListenAddress::Ip).map_err(|_| bad())
+    }
+}
+
+impl ListenAddress {
+    /// The address to bind and whether it is IPv6-only.
+    pub fn socket_addr(self, ipv6: bool) -> (SocketAddr, bool) {
+        match self {
+            ListenAddress::Ip(a) => (a, a.is_ipv6()),
+            ListenAddress::AnyInterface(p) if ipv6 => {
+                (SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), p), false)
+            }
+            ListenAddress::AnyInterface(p) => {
+                (SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p), false)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (try 90s, 5m, 1h30m)"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn telemetry_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") {
+        return Err(format!("{s:?}: must start with / and not be / or under /-/"));
+    }
+    if s.contains(['{', '}', '*', '?', '#']) || s.contains("//") {
+        return Err(format!("{s:?}: must be a plain path"));
+    }
+    Ok(s.to_owned())
+}
+
+const MIB: usize = 1 << 20;
+
+/// Receives collectd binary-protocol datagrams from sqlalchemy-collectd clients and
+/// collectd, and serves SQLAlchemy connection-pool metrics per host and program for
+/// Prometheus.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "sqlalchemy-collectd-exporter", version, about, max_term_width = 100)]
+pub struct Args {
+    /// UDP address for collectd datagrams (repeatable; IPv4, [IPv6] or :PORT for all).
+    #[arg(long = "collectd.listen-address", value_name = "ADDR", default_value = "0.0.0.0:25827")]
+    pub collectd_listen: Vec<ListenAddress>,
+
+    /// Receive buffer (SO_RCVBUF) to ask for on each UDP socket, in bytes; 0 keeps the
+    /// kernel default. The size granted is logged and exported.
+    #[arg(long = "collectd.udp-buffer", value_name = "BYTES", default_value_t = 8 * MIB)]
+    pub udp_buffer: usize,
+
+    /// HTTP address for /metrics (repeatable; IPv4, [IPv6] or :PORT for all).
+    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = "0.0.0.0:9827")]
+    pub web_listen: Vec<ListenAddress>,
+
+    /// Path under which metrics are served.
+    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics", value_parser = telemetry_path)]
+    pub telemetry_path: String,
+
+    /// A process is dead after missing this many of its own report intervals.
+    #[arg(long = "stale-intervals", value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "stale_after")]
+    pub stale_intervals: u32,
+
+    /// A process is dead this long after its last report, whatever its interval
+    /// (e.g. 10s); replaces --stale-intervals.
+    #[arg(long = "stale-after", value_name = "DURATION", value_parser = duration)]
+    pub stale_after: Option<Duration>,
+
+    /// A host/program with no live process is exported (processes 0) this long, then
+    /// forgotten.
+    #[arg(long = "forget-after", value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    pub forget_after: Duration,
+
+    /// Most client processes tracked; reports from further new processes are rejected
+    /// and counted (reason over_limit).
+    #[arg(long = "limits.max-processes", value_name = "N", default_value_t = Limits::default().max_processes)]
+    pub max_processes: usize,
+
+    /// Most host/program pairs tracked; further new ones are rejected and counted.
+    #[arg(long = "limits.max-programs", value_name = "N", default_value_t = Limits::default().max_programs)]
+    pub max_programs: usize,
+
+    /// Log level.
+    #[arg(long = "log.level", value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Log format.
+    #[arg(long = "log.format", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Logfmt)]
+    pub log_format: LogFormat,
+}
+
+/// Everything the server needs, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub collectd_listen: Vec<ListenAddress>,
+    pub udp_buffer: usize,
+    pub web_listen: Vec<ListenAddress>,
+    pub telemetry_path: String,
+    pub freshness: Freshness,
+    pub limits: Limits,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+}
+
+impl From<Args> for Config {
+    fn from(a: Args) -> Self {
+        Config {
+            collectd_listen: a.collectd_listen,
+            udp_buffer: a.udp_buffer,
+            web_listen: a.web_listen,
+            telemetry_path: a.telemetry_path,
+            freshness: Freshness {
+                stale_intervals: a.stale_intervals,
+                stale_after: a.stale_after,
+                forget_after: a.forget_after,
+            },
+            limits: Limits {
+                max_processes: a.max_processes,
+                max_programs: a.max_programs,
+            },
+            log_level: a.log_level,
+            log_format: a.log_format,
+        }
+    }
+}
+
+impl Config {
+    /// Parses flags as the binary does (`args[0]` is the program name).
+    pub fn try_parse_from<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Args::try_parse_from(args).map(Config::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_product_contract() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.collectd_listen, vec!["0.0.0.0:25827".parse().unwrap()]);
+        assert_eq!(c.web_listen, vec!["0.0.0.0:9827".parse().unwrap()]);
+        assert_eq!(c.telemetry_path, "/metrics");
+        assert_eq!(c.freshness, Freshness::default());
+    }
+
+    #[test]
+    fn listen_addresses_repeat_and_accept_go_style() {
+        let c = parse(&[
+            "--collectd.listen-address", ":25827",
+            "--collectd.listen-address", "[::1]:9",
+        ])
+        .unwrap();
+        assert_eq!(c.collectd_listen, vec![
+            ListenAddress::AnyInterface(25827),
+            ListenAddress::Ip("[::1]:9".parse().unwrap()),
+        ]);
+    }
+
+    #[test]
+    fn durations_are_humantime() {
+        let c = parse(&["--stale-after", "1m30s", "--forget-after", "2h"]).unwrap();
+        assert_eq!(c.freshness.stale_after, Some(Duration::from_secs(90)));
+        assert_eq!(c.freshness.forget_after, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        for args in [
+            &["--collectd.listen-address", "nowhere"][..],
+            &["--web.listen-address", "1.2.3.4"],
+            &["--forget-after", "soon"],
+            &["--stale-after", "0s"],
+            &["--stale-intervals", "0"],
+            &["--stale-intervals", "2", "--stale-after", "5s"],
+            &["--web.telemetry-path", "metrics"],
+            &["--web.telemetry-path", "/-/healthy"],
+            &["--log.level", "loud"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! HTTP: `/metrics` (or `--web.telemetry-path`) encodes a snapshot of the
+//! stores and the exporter's own counters on every scrape, in the Prometheus
+//! text format or OpenMetrics as the scraper's `Accept` asks, gzipped when
+//! asked; `/` is a landing page, `/-/healthy` and `/-/ready` health checks.
+
+pub mod families;
+pub mod openmetrics;
+pub mod text;
+
+use crate::server::Shared;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use families::Scrape;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub fn router(shared: Arc<Shared>, telemetry_path: &str) -> Router {
+    let landing = landing_page(telemetry_path);
+    Router::new()
+        .route(telemetry_path, get(metrics))
+        .route("/", get(move || async move { Html(landing) }))
+        .route("/-/healthy", get(|| async { "OK\n" }))
+        .route("/-/ready", get(|| async { "OK\n" }))
+        .layer(tower_http::compression::CompressionLayer::new())
+        .with_state(shared)
+}
+
+/// Takes everything a scrape encodes, each lock held only for its copy.
+pub fn scrape(shared: &Shared, now: Instant) -> Scrape {
+    let sqla = match shared.sqla.lock() {
+        Ok(store) => store.snapshot(now),
+        Err(poisoned) => poisoned.into_inner().snapshot(now),
+    };
+    Scrape {
+        sqla,
+        telemetry: shared.telemetry.snapshot(),
+        build: shared.build.clone(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    OpenMetrics,
+}
+
+/// OpenMetrics when the scraper ranks it at least as high as the text format.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let Some(accept) = accept else {
+        return Format::Text;
+    };
+    let (mut om, mut text) = (0.0f32, 0.0f32);
+    for range in accept.split(',') {
+        let mut params = range.split(';').map(str::trim);
+        let media = params.next().unwrap_or("").to_ascii_lowercase();
+        let q = params
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" | "*/*" | "text/*" => text = text.max(q),
+            _ => {}
+        }
+    }
+    if om > 0.0 && om >= text {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
+pub fn encode(scrape: Scrape, format: Format) -> Result<(String, &'static str), std::fmt::Error> {
+    let mut out = String::with_capacity(64 * 1024);
+    match format {
+        Format::Text => {
+            families::write(&scrape, &mut text::TextWriter::new(&mut out))?;
+            Ok((out, text::CONTENT_TYPE))
+        }
+        Format::OpenMetrics => {
+            openmetrics::encode(Arc::new(scrape), &mut out)?;
+            Ok((out, openmetrics::CONTENT_TYPE))
+        }
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let scrape = scrape(&shared, Instant::now());
+    match encode(scrape, format) {
+        Ok((body, content_type)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(_) => {
+            tracing::error!("encoding the scrape failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response()
+        }
+    }
+}
+
+fn landing_page(telemetry_path: &str) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>sqlalchemy-collectd-exporter</title></head>\n<body>\n\
+         <h1>sqlalchemy-collectd-exporter {version}</h1>\n\
+         <p>SQLAlchemy connection-pool statistics from sqlalchemy-collectd clients and collectd, for Prometheus.</p>\n\
+         <ul>\n<li><a href=\"{telemetry_path}\">Metrics</a></li>\n\
+         <li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n\
+         </body></html>\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_accept_header_gets_openmetrics() {
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(negotiate(Some(prom)), Format::OpenMetrics);
+    }
+
+    #[test]
+    fn curl_gets_text() {
+        assert_eq!(negotiate(Some("*/*")), Format::Text);
+        assert_eq!(negotiate(None), Format::Text);
+    }
+
+    #[test]
+    fn text_preferred_over_openmetrics_gets_text() {
+        let a = "text/plain;version=0.0.4,application/openmetrics-text;q=0.5";
+        assert_eq!(negotiate(Some(a)), Format::Text);
+    }
+}

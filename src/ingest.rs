@@ -1,0 +1,122 @@
+//! The receive loop of one UDP listener: datagram → decode → route → store.
+//!
+//! Datagrams are read whole into a reused buffer (never truncated), decoded
+//! without copying, and applied to the store in batches: after each awaited
+//! datagram the loop drains what else the socket holds (up to `BATCH`) and
+//! takes the store lock once for all of them. Bad input is counted by reason
+//! and logged at debug; nothing from the network can stop the loop.
+
+use crate::collectd::{decode, DecodeError};
+use crate::route::{route, Record, SqlaRecord};
+use crate::server::Shared;
+use crate::store::Now;
+use crate::telemetry::Listener;
+use bytes::{Bytes, BytesMut};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+
+/// Larger than any UDP payload (65,507 bytes over IPv4, 65,527 over IPv6),
+/// so no datagram is ever cut.
+pub const MAX_DATAGRAM: usize = 1 << 16;
+/// Datagrams decoded per store lock.
+const BATCH: usize = 64;
+
+pub async fn receive(socket: UdpSocket, listener: Arc<Listener>, shared: Arc<Shared>) {
+    let mut buf = BytesMut::with_capacity(MAX_DATAGRAM * 4);
+    let mut records: Vec<SqlaRecord> = Vec::with_capacity(BATCH * 2);
+    loop {
+        buf.reserve(MAX_DATAGRAM);
+        let from = match socket.recv_buf_from(&mut buf).await {
+            Ok((_, from)) => from,
+            Err(e) => {
+                // Errors such as ICMP-reported ones concern one datagram.
+                tracing::debug!(listener = %listener.label, error = %e, "receive failed");
+                buf.clear();
+                continue;
+            }
+        };
+        handle(buf.split().freeze(), from, &listener, &shared, &mut records);
+        for _ in 1..BATCH {
+            buf.reserve(MAX_DATAGRAM);
+            match socket.try_recv_buf_from(&mut buf) {
+                Ok((_, from)) => {
+                    handle(buf.split().freeze(), from, &listener, &shared, &mut records)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => buf.clear(),
+            }
+        }
+        apply(&shared, &mut records);
+    }
+}
+
+/// Decodes and routes one datagram; SQLAlchemy records go into `records`.
+pub fn handle(
+    datagram: Bytes,
+    from: SocketAddr,
+    listener: &Listener,
+    shared: &Shared,
+    records: &mut Vec<SqlaRecord>,
+) {
+    let t = &shared.telemetry;
+    listener.datagrams.fetch_add(1, Relaxed);
+    listener.bytes.fetch_add(datagram.len() as u64, Relaxed);
+    let packet = match decode(&datagram) {
+        Ok(p) => p,
+        Err(e) => {
+            reject_datagram(shared, &e, from);
+            return;
+        }
+    };
+    for n in &packet.notifications {
+        t.notification(n.severity);
+        tracing::debug!(
+            %from, host = n.id.host.as_str(), plugin = n.id.plugin.as_str(),
+            severity = n.severity.as_str(),
+            message = %String::from_utf8_lossy(&n.message), "notification"
+        );
+    }
+    t.value_lists_received(packet.value_lists.len() as u64);
+    for vl in packet.value_lists {
+        match route(vl) {
+            Ok(Record::Sqla(r)) => records.push(r),
+            Ok(Record::Generic(_)) => t.value_list_rejected("not_sqlalchemy"),
+            Err(e) => {
+                t.value_list_rejected(e.reason());
+                tracing::debug!(%from, error = %e, "value list rejected");
+            }
+        }
+    }
+}
+
+fn reject_datagram(shared: &Shared, e: &DecodeError, from: SocketAddr) {
+    shared.telemetry.decode_error(e);
+    tracing::debug!(%from, error = %e, "malformed datagram");
+}
+
+/// Applies a batch under one lock, then empties it.
+pub fn apply(shared: &Shared, records: &mut Vec<SqlaRecord>) {
+    if records.is_empty() {
+        return;
+    }
+    let now = Now::wall();
+    let mut rejected = Vec::new();
+    {
+        let mut store = match shared.sqla.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for r in records.iter() {
+            if let Err(e) = store.apply(r, now) {
+                rejected.push(e);
+            }
+        }
+    }
+    for e in rejected {
+        shared.telemetry.value_list_rejected(e.reason());
+    }
+    records.clear();
+}

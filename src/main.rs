@@ -1,0 +1,89 @@
+//! The binary: flags → `Config`, logging, bind every listener, serve until
+//! SIGINT or SIGTERM. A bad flag or an address that cannot be bound exits
+//! non-zero with a one-line reason.
+
+use clap::error::ErrorKind;
+use sqlalchemy_collectd_exporter::config::{Args, Config, LogFormat, LogLevel};
+use sqlalchemy_collectd_exporter::server;
+use std::process::ExitCode;
+use tracing_subscriber::prelude::*;
+
+fn main() -> ExitCode {
+    let args = match <Args as clap::Parser>::try_parse() {
+        Ok(a) => a,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            // clap's first line says what was wrong; the usage block after it is noise in logs.
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    let config = Config::from(args);
+    init_logging(config.log_level, config.log_format);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let bound = server::bind(&config)?;
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
+        server::run(bound, &config.telemetry_path, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn init_logging(level: LogLevel, format: LogFormat) {
+    let level = match level {
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Error => tracing::Level::ERROR,
+    };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("sqlalchemy_collectd_exporter", level)
+        .with_default(tracing::Level::WARN);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Logfmt => registry
+            .with(
+                tracing_logfmt::builder()
+                    .with_target(false)
+                    .layer()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_target(false)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+}

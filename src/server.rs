@@ -1,0 +1,173 @@
+//! Binds every listener, then runs the receive loops, the sweep and the HTTP
+//! servers until shutdown. `bind` is separate so that callers (main, tests)
+//! learn the bound addresses and see bind errors before anything runs.
+
+use crate::config::{Config, ListenAddress};
+use crate::exposition::families::BuildInfo;
+use crate::store::sqlalchemy::SqlaStore;
+use crate::telemetry::{socket_inode, Listener, Telemetry};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// State shared by the receive loops, the sweep and the scrape handler.
+#[derive(Debug)]
+pub struct Shared {
+    pub sqla: Mutex<SqlaStore>,
+    pub telemetry: Telemetry,
+    pub build: BuildInfo,
+}
+
+/// A listener that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {proto} {address}")]
+pub struct BindError {
+    pub proto: &'static str,
+    pub address: ListenAddress,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Sockets bound and ready, not yet served.
+#[derive(Debug)]
+pub struct Bound {
+    pub udp: Vec<(std::net::UdpSocket, Arc<Listener>)>,
+    pub http: Vec<std::net::TcpListener>,
+    pub shared: Arc<Shared>,
+}
+
+impl Bound {
+    pub fn udp_addresses(&self) -> Vec<SocketAddr> {
+        self.udp.iter().map(|(_, l)| l.address).collect()
+    }
+
+    pub fn http_addresses(&self) -> Vec<SocketAddr> {
+        self.http.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+}
+
+pub fn bind(config: &Config) -> Result<Bound, BindError> {
+    let telemetry = Telemetry::default();
+    let mut udp = Vec::new();
+    for &address in &config.collectd_listen {
+        let err = |source| BindError {
+            proto: "udp",
+            address,
+            source,
+        };
+        let socket = open(address, Type::DGRAM).map_err(err)?;
+        if config.udp_buffer > 0 {
+            socket.set_recv_buffer_size(config.udp_buffer).map_err(err)?;
+        }
+        let granted = socket.recv_buffer_size().map_err(err)?;
+        let socket: std::net::UdpSocket = socket.into();
+        socket.set_nonblocking(true).map_err(err)?;
+        let local = socket.local_addr().map_err(err)?;
+        if config.udp_buffer > 0 && granted < config.udp_buffer {
+            tracing::warn!(
+                listener = %local, requested = config.udp_buffer, granted,
+                "the kernel granted a smaller UDP receive buffer; raise net.core.rmem_max to avoid drops under load"
+            );
+        }
+        tracing::info!(listener = %local, receive_buffer = granted, "listening for collectd datagrams");
+        let listener = telemetry.add_listener(Listener {
+            address: local,
+            label: local.to_string(),
+            datagrams: 0.into(),
+            bytes: 0.into(),
+            receive_buffer: granted as u64,
+            inode: socket_inode(socket.as_raw_fd()),
+        });
+        udp.push((socket, listener));
+    }
+    let mut http = Vec::new();
+    for &address in &config.web_listen {
+        let err = |source| BindError {
+            proto: "tcp",
+            address,
+            source,
+        };
+        let socket = open(address, Type::STREAM).map_err(err)?;
+        socket.listen(1024).map_err(err)?;
+        let listener: std::net::TcpListener = socket.into();
+        listener.set_nonblocking(true).map_err(err)?;
+        let local = listener.local_addr().map_err(err)?;
+        tracing::info!(address = %local, path = %config.telemetry_path, "serving metrics over HTTP");
+        http.push(listener);
+    }
+    let shared = Arc::new(Shared {
+        sqla: Mutex::new(SqlaStore::new(config.freshness, config.limits)),
+        telemetry,
+        build: BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            revision: env!("SCE_GIT_REVISION"),
+            start_time_unix: crate::store::Now::wall().unix,
+        },
+    });
+    Ok(Bound { udp, http, shared })
+}
+
+fn open(address: ListenAddress, ty: Type) -> std::io::Result<Socket> {
+    let protocol = if ty == Type::DGRAM { Protocol::UDP } else { Protocol::TCP };
+    let attempt = |ipv6_any: bool| -> std::io::Result<Socket> {
+        let (addr, v6only) = address.socket_addr(ipv6_any);
+        let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(v6only)?;
+        }
+        if ty == Type::STREAM {
+            socket.set_reuse_address(true)?;
+        }
+        socket.bind(&addr.into())?;
+        Ok(socket)
+    };
+    match address {
+        // `:PORT` prefers one dual-stack socket; hosts without IPv6 get IPv4.
+        ListenAddress::AnyInterface(_) => attempt(true).or_else(|_| attempt(false)),
+        ListenAddress::Ip(_) => attempt(false),
+    }
+}
+
+/// How often dead processes are counted and forgotten ones dropped. Gauges
+/// do not wait for it: every snapshot filters by the scrape's own clock.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Serves until `shutdown` completes.
+pub async fn run(bound: Bound, telemetry_path: &str, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let shared = bound.shared;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (socket, listener) in bound.udp {
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        tasks.spawn(crate::ingest::receive(socket, listener, shared.clone()));
+    }
+    let sweeper = shared.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            match sweeper.sqla.lock() {
+                Ok(mut s) => s.sweep(now),
+                Err(p) => p.into_inner().sweep(now),
+            }
+        }
+    });
+    let router = crate::exposition::router(shared.clone(), telemetry_path);
+    for listener in bound.http {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let router = router.clone();
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+    }
+    shutdown.await;
+    tracing::info!("shutting down");
+    tasks.shutdown().await;
+    Ok(())
+}
