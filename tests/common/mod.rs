@@ -1,0 +1,263 @@
+//! Shared by the integration tests: an exporter started in-process on
+//! ephemeral loopback ports (its own runtime on its own thread, so tests are
+//! plain blocking code), UDP sending, scraping, parsing and polling.
+
+#![allow(dead_code)]
+
+use sqlalchemy_collectd_exporter::config::Config;
+use sqlalchemy_collectd_exporter::server;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub struct Exporter {
+    pub udp: SocketAddr,
+    pub http: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts an exporter on 127.0.0.1:0 (UDP and HTTP) with `args` added.
+pub fn start(args: &[&str]) -> Exporter {
+    let mut argv = vec![
+        "sqlalchemy-collectd-exporter",
+        "--collectd.listen-address",
+        "127.0.0.1:0",
+        "--web.listen-address",
+        "127.0.0.1:0",
+    ];
+    argv.extend_from_slice(args);
+    let config = Config::try_parse_from(argv).expect("test flags parse");
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let bound = server::bind(&config).expect("bind on loopback");
+            addr_tx
+                .send((bound.udp_addresses()[0], bound.http_addresses()[0]))
+                .expect("test waits for addresses");
+            server::run(bound, &config.telemetry_path, async {
+                let _ = shutdown_rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+    });
+    let (udp, http) = addr_rx.recv().expect("exporter started");
+    Exporter {
+        udp,
+        http,
+        shutdown: Some(shutdown_tx),
+        thread: Some(thread),
+    }
+}
+
+pub fn sender() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").expect("bind sender")
+}
+
+pub fn send_all(to: SocketAddr, datagrams: &[Vec<u8>]) {
+    let s = sender();
+    for d in datagrams {
+        s.send_to(d, to).expect("send datagram");
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn testdata(scenario: &str) -> PathBuf {
+    repo().join("tests/testdata").join(scenario)
+}
+
+/// The scenario's datagrams in capture order.
+pub fn datagrams(scenario: &str) -> Vec<Vec<u8>> {
+    let dir = testdata(scenario);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| std::fs::read(p).expect("read datagram"))
+        .collect()
+}
+
+pub struct Response {
+    pub status: u16,
+    pub content_type: String,
+    pub content_encoding: Option<String>,
+    pub body: Vec<u8>,
+}
+
+pub fn get(http: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut req = agent.get(format!("http://{http}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.call().expect("HTTP request");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header("content-type").unwrap_or_default();
+    let content_encoding = header("content-encoding");
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .expect("read body");
+    Response {
+        status,
+        content_type,
+        content_encoding,
+        body,
+    }
+}
+
+/// `/metrics` in the text format.
+pub fn scrape(http: SocketAddr) -> String {
+    let r = get(http, "/metrics", &[]);
+    assert_eq!(r.status, 200);
+    String::from_utf8(r.body).expect("UTF-8 exposition")
+}
+
+/// Samples of a text or OpenMetrics exposition: `name{labels}` → value.
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("sample line");
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")),
+            };
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+/// One SQLAlchemy sample, e.g. `sqla(&m, "sqlalchemy_connections", "vm", "app")`.
+pub fn sqla(samples: &BTreeMap<String, f64>, name: &str, host: &str, program: &str) -> Option<f64> {
+    samples
+        .get(&format!("{name}{{host=\"{host}\",program=\"{program}\"}}"))
+        .copied()
+}
+
+/// Calls `f` until it returns `Some`, or panics after `timeout` with the
+/// last state `describe` gives.
+pub fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Scrapes until `want` holds for the samples; returns them.
+pub fn scrape_until(
+    http: SocketAddr,
+    what: &str,
+    timeout: Duration,
+    want: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = scrape(http);
+        let s = samples(&last);
+        if want(&s) {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last scrape:\n{last}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `promtool check metrics` on an exposition; panics with its output when it
+/// finds a problem. promtool is required: the test command installs it.
+pub fn promtool_check(exposition: &[u8]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (Debian package prometheus); run the README's test command");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition)
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // OpenMetrics counters are declared without _total, which promtool's
+    // linter reports as "no help text" for the _total sample: an artefact.
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("_total no help text"))
+        .collect();
+    assert!(
+        out.status.success() || problems.is_empty(),
+        "promtool check metrics failed:\n{text}"
+    );
+    assert!(problems.is_empty(), "promtool check metrics:\n{text}");
+}
+
+/// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
+pub fn golden(name: &str, actual: &str) {
+    let path = repo().join("tests/fixtures").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert_eq!(actual, expected, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
