@@ -115,6 +115,9 @@ pub fn apply(shared: &Shared, records: &mut Vec<SqlaRecord>) {
             }
         }
     }
+    shared
+        .telemetry
+        .value_lists_accepted((records.len() - rejected.len()) as u64);
     for e in rejected {
         shared.telemetry.value_list_rejected(e.reason());
     }

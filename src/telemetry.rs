@@ -81,6 +81,7 @@ pub struct Telemetry {
     datagrams_rejected: [AtomicU64; DatagramReject::ALL.len()],
     decode_errors: [AtomicU64; DecodeError::KINDS.len()],
     value_lists_received: AtomicU64,
+    value_lists_accepted: AtomicU64,
     value_lists_rejected: [AtomicU64; VALUE_LIST_REASONS.len()],
     notifications: [AtomicU64; SEVERITIES.len()],
 }
@@ -92,6 +93,7 @@ pub struct TelemetrySnapshot {
     pub datagrams_rejected: Vec<(&'static str, u64)>,
     pub decode_errors: Vec<(&'static str, u64)>,
     pub value_lists_received: u64,
+    pub value_lists_accepted: u64,
     pub value_lists_rejected: Vec<(&'static str, u64)>,
     pub notifications: Vec<(&'static str, u64)>,
 }
@@ -135,6 +137,11 @@ impl Telemetry {
         self.value_lists_received.fetch_add(n, Relaxed);
     }
 
+    /// Value lists a store took (counted after the store applied them).
+    pub fn value_lists_accepted(&self, n: u64) {
+        self.value_lists_accepted.fetch_add(n, Relaxed);
+    }
+
     /// `reason` is one of [`VALUE_LIST_REASONS`].
     pub fn value_list_rejected(&self, reason: &str) {
         if let Some(i) = VALUE_LIST_REASONS.iter().position(|r| *r == reason) {
@@ -174,6 +181,7 @@ impl Telemetry {
             ),
             decode_errors: zip(DecodeError::KINDS.iter().copied(), &self.decode_errors),
             value_lists_received: self.value_lists_received.load(Relaxed),
+            value_lists_accepted: self.value_lists_accepted.load(Relaxed),
             value_lists_rejected: zip(VALUE_LIST_REASONS, &self.value_lists_rejected),
             notifications: zip(SEVERITIES, &self.notifications),
         }

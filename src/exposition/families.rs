@@ -164,6 +164,7 @@ pub const RECEIVE_BUFFER: Family = own!(gauge, "udp_receive_buffer_bytes", "Rece
 pub const DATAGRAMS_REJECTED: Family = own!(counter, "datagrams_rejected", "Datagrams dropped whole, by reason.");
 pub const DECODE_ERRORS: Family = own!(counter, "decode_errors", "Malformed datagrams, by what was wrong.");
 pub const VALUE_LISTS_RECEIVED: Family = own!(counter, "value_lists_received", "Value lists decoded from accepted datagrams.");
+pub const VALUE_LISTS_ACCEPTED: Family = own!(counter, "value_lists_accepted", "Value lists stored.");
 pub const VALUE_LISTS_REJECTED: Family = own!(counter, "value_lists_rejected", "Value lists that changed nothing, by reason.");
 pub const NOTIFICATIONS: Family = own!(counter, "notifications_received", "collectd notifications received, by severity.");
 pub const PROCESSES: Family = own!(gauge, "processes", "Live SQLAlchemy client processes.");
@@ -179,7 +180,7 @@ pub fn all_names() -> Vec<&'static str> {
     let own = [
         BUILD_INFO, START_TIME, DATAGRAMS_RECEIVED, DATAGRAM_BYTES_RECEIVED, KERNEL_DROPS,
         RECEIVE_BUFFER, DATAGRAMS_REJECTED, DECODE_ERRORS, VALUE_LISTS_RECEIVED,
-        VALUE_LISTS_REJECTED, NOTIFICATIONS, PROCESSES, PROCESSES_TRACKED, PROGRAMS, SERIES,
+        VALUE_LISTS_ACCEPTED, VALUE_LISTS_REJECTED, NOTIFICATIONS, PROCESSES, PROCESSES_TRACKED, PROGRAMS, SERIES,
         PROCESSES_EXPIRED, PROCESSES_FORGOTTEN, PROGRAMS_FORGOTTEN,
     ];
     debug_assert!(own.iter().all(|f| f.name.starts_with(P)));
@@ -235,6 +236,7 @@ fn write_own(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
     by_reason(w, &DATAGRAMS_REJECTED, "reason", &t.datagrams_rejected)?;
     by_reason(w, &DECODE_ERRORS, "error", &t.decode_errors)?;
     single(w, &VALUE_LISTS_RECEIVED, &[], Number::U64(t.value_lists_received))?;
+    single(w, &VALUE_LISTS_ACCEPTED, &[], Number::U64(t.value_lists_accepted))?;
     by_reason(w, &VALUE_LISTS_REJECTED, "reason", &t.value_lists_rejected)?;
     by_reason(w, &NOTIFICATIONS, "severity", &t.notifications)?;
 

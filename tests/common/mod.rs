@@ -261,3 +261,37 @@ pub fn golden(name: &str, actual: &str) {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Sum of every sample whose series starts with `prefix`.
+pub fn sum(samples: &BTreeMap<String, f64>, prefix: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Sends datagrams and waits until the exporter has judged every value list
+/// in them (stored or rejected); returns the scrape at that point.
+pub fn send_and_settle(e: &Exporter, datagrams: &[Vec<u8>], value_lists: usize) -> String {
+    const P: &str = "sqlalchemy_collectd_exporter_";
+    let before = samples(&scrape(e.http));
+    let judged = |s: &BTreeMap<String, f64>| {
+        sum(s, &format!("{P}value_lists_accepted_total"))
+            + sum(s, &format!("{P}value_lists_rejected_total"))
+    };
+    let (base_judged, base_dgrams) = (judged(&before), sum(&before, &format!("{P}datagrams_received_total")));
+    send_all(e.udp, datagrams);
+    let want_dgrams = base_dgrams + datagrams.len() as f64;
+    let want_judged = base_judged + value_lists as f64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(e.http);
+        let s = samples(&text);
+        if sum(&s, &format!("{P}datagrams_received_total")) == want_dgrams && judged(&s) == want_judged {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "exporter did not judge {value_lists} value lists:\n{text}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
