@@ -2,8 +2,8 @@
 //! conventions (`--web.listen-address`); durations parse with humantime
 //! (`90s`, `1h30m`); addresses accept the Go style `:PORT` for "all interfaces".
 
-use crate::store::sqlalchemy::Limits;
 use crate::store::Freshness;
+use crate::store::sqlalchemy::Limits;
 use clap::{Parser, ValueEnum};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -34,11 +34,17 @@ impl std::str::FromStr for ListenAddress {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("{s:?} is not IP:PORT, [IPv6]:PORT or :PORT");
         if let Some(port) = s.strip_prefix(':') {
-            return port.parse().map(ListenAddress::AnyInterface).map_err(|_| bad());
+            return port
+                .parse()
+                .map(ListenAddress::AnyInterface)
+                .map_err(|_| bad());
         }
         if let Some(port) = s.strip_prefix("localhost:") {
             let port = port.parse().map_err(|_| bad())?;
-            return Ok(ListenAddress::Ip(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)));
+            return Ok(ListenAddress::Ip(SocketAddr::new(
+                Ipv4Addr::LOCALHOST.into(),
+                port,
+            )));
         }
         s.parse().map(ListenAddress::Ip).map_err(|_| bad())
     }
@@ -83,7 +89,9 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 fn telemetry_path(s: &str) -> Result<String, String> {
     if !s.starts_with('/') || s == "/" || s.starts_with("/-/") {
-        return Err(format!("{s:?}: must start with / and not be / or under /-/"));
+        return Err(format!(
+            "{s:?}: must start with / and not be / or under /-/"
+        ));
     }
     if s.contains(['{', '}', '*', '?', '#']) || s.contains("//") {
         return Err(format!("{s:?}: must be a plain path"));
@@ -97,10 +105,19 @@ const MIB: usize = 1 << 20;
 /// collectd, and serves SQLAlchemy connection-pool metrics per host and program for
 /// Prometheus.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "sqlalchemy-collectd-exporter", version, about, max_term_width = 100)]
+#[command(
+    name = "sqlalchemy-collectd-exporter",
+    version,
+    about,
+    max_term_width = 100
+)]
 pub struct Args {
     /// UDP address for collectd datagrams (repeatable; IPv4, [IPv6] or :PORT for all).
-    #[arg(long = "collectd.listen-address", value_name = "ADDR", default_value = "0.0.0.0:25827")]
+    #[arg(
+        long = "collectd.listen-address",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:25827"
+    )]
     pub collectd_listen: Vec<ListenAddress>,
 
     /// Receive buffer (SO_RCVBUF) to ask for on each UDP socket, in bytes; 0 keeps the
@@ -109,7 +126,11 @@ pub struct Args {
     pub udp_buffer: usize,
 
     /// HTTP address for /metrics (repeatable; IPv4, [IPv6] or :PORT for all).
-    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = "0.0.0.0:9827")]
+    #[arg(
+        long = "web.listen-address",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9827"
+    )]
     pub web_listen: Vec<ListenAddress>,
 
     /// Path under which metrics are served.
@@ -215,14 +236,19 @@ mod tests {
     #[test]
     fn listen_addresses_repeat_and_accept_go_style() {
         let c = parse(&[
-            "--collectd.listen-address", ":25827",
-            "--collectd.listen-address", "[::1]:9",
+            "--collectd.listen-address",
+            ":25827",
+            "--collectd.listen-address",
+            "[::1]:9",
         ])
         .unwrap();
-        assert_eq!(c.collectd_listen, vec![
-            ListenAddress::AnyInterface(25827),
-            ListenAddress::Ip("[::1]:9".parse().unwrap()),
-        ]);
+        assert_eq!(
+            c.collectd_listen,
+            vec![
+                ListenAddress::AnyInterface(25827),
+                ListenAddress::Ip("[::1]:9".parse().unwrap()),
+            ]
+        );
     }
 
     #[test]

@@ -6,16 +6,16 @@
 //! takes the store lock once for all of them. Bad input is counted by reason
 //! and logged at debug; nothing from the network can stop the loop.
 
-use crate::collectd::{decode, DecodeError};
-use crate::route::{route, Record, SqlaRecord};
+use crate::collectd::{DecodeError, decode};
+use crate::route::{Record, SqlaRecord, route};
 use crate::server::Shared;
 use crate::store::Now;
 use crate::telemetry::Listener;
 use bytes::{Bytes, BytesMut};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::net::UdpSocket;
 
 /// Larger than any UDP payload (65,507 bytes over IPv4, 65,527 over IPv6),

@@ -115,7 +115,7 @@ pub fn route(vl: ValueList) -> Result<Record, RouteError> {
         other => {
             return Err(RouteError::UnknownType {
                 type_: other.to_owned(),
-            })
+            });
         }
     };
     Ok(Record::Sqla(SqlaRecord {
@@ -193,7 +193,7 @@ fn numbers<T: Copy + Default, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collectd::{decode, Encoder, Identity};
+    use crate::collectd::{Encoder, Identity, decode};
 
     fn vl(type_: &str, values: &[Value]) -> ValueList {
         let id = Identity {
@@ -203,7 +203,9 @@ mod tests {
             type_: type_.into(),
             type_instance: "1:abcdef".into(),
         };
-        let raw = Encoder::new().client_value_list(&id, 10, 2, values).finish();
+        let raw = Encoder::new()
+            .client_value_list(&id, 10, 2, values)
+            .finish();
         decode(&raw).expect("decodes").value_lists.remove(0)
     }
 
@@ -211,12 +213,26 @@ mod tests {
     fn pool_gauges_map_in_wire_order() {
         let g = |x| Value::Gauge(x);
         let r = route(vl(TYPE_POOL, &[g(1.0), g(2.0), g(3.0), g(4.0), g(5.0)])).expect("routes");
-        let Record::Sqla(SqlaRecord { key, sample: Sample::Pool(p), .. }) = r else {
+        let Record::Sqla(SqlaRecord {
+            key,
+            sample: Sample::Pool(p),
+            ..
+        }) = r
+        else {
             panic!("pool record expected, got {r:?}")
         };
         assert_eq!(key.program.as_str(), "app");
         assert_eq!(key.token.as_str(), "1:abcdef");
-        assert_eq!(p, Pool { numpools: 1.0, checkedout: 2.0, checkedin: 3.0, detached: 4.0, connections: 5.0 });
+        assert_eq!(
+            p,
+            Pool {
+                numpools: 1.0,
+                checkedout: 2.0,
+                checkedin: 3.0,
+                detached: 4.0,
+                connections: 5.0
+            }
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::config::{Config, ListenAddress};
 use crate::exposition::families::BuildInfo;
 use crate::store::sqlalchemy::SqlaStore;
-use crate::telemetry::{socket_inode, Listener, Telemetry};
+use crate::telemetry::{Listener, Telemetry, socket_inode};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,7 +45,10 @@ impl Bound {
     }
 
     pub fn http_addresses(&self) -> Vec<SocketAddr> {
-        self.http.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.http
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 }
 
@@ -60,7 +63,9 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
         };
         let socket = open(address, Type::DGRAM).map_err(err)?;
         if config.udp_buffer > 0 {
-            socket.set_recv_buffer_size(config.udp_buffer).map_err(err)?;
+            socket
+                .set_recv_buffer_size(config.udp_buffer)
+                .map_err(err)?;
         }
         let granted = socket.recv_buffer_size().map_err(err)?;
         let socket: std::net::UdpSocket = socket.into();
@@ -111,7 +116,11 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
 }
 
 fn open(address: ListenAddress, ty: Type) -> std::io::Result<Socket> {
-    let protocol = if ty == Type::DGRAM { Protocol::UDP } else { Protocol::TCP };
+    let protocol = if ty == Type::DGRAM {
+        Protocol::UDP
+    } else {
+        Protocol::TCP
+    };
     let attempt = |ipv6_any: bool| -> std::io::Result<Socket> {
         let (addr, v6only) = address.socket_addr(ipv6_any);
         let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
@@ -136,7 +145,11 @@ fn open(address: ListenAddress, ty: Type) -> std::io::Result<Socket> {
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Serves until `shutdown` completes.
-pub async fn run(bound: Bound, telemetry_path: &str, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(
+    bound: Bound,
+    telemetry_path: &str,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let shared = bound.shared;
     let mut tasks = tokio::task::JoinSet::new();
     for (socket, listener) in bound.udp {

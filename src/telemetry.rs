@@ -156,11 +156,7 @@ impl Telemetry {
     }
 
     pub fn snapshot(&self) -> TelemetrySnapshot {
-        let listeners = self
-            .listeners
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default();
+        let listeners = self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
         let drops = kernel_drops();
         TelemetrySnapshot {
             listeners: listeners
@@ -170,9 +166,9 @@ impl Telemetry {
                     datagrams: l.datagrams.load(Relaxed),
                     bytes: l.bytes.load(Relaxed),
                     receive_buffer: l.receive_buffer,
-                    kernel_drops: l.inode.and_then(|ino| {
-                        drops.iter().find(|(i, _)| *i == ino).map(|(_, d)| *d)
-                    }),
+                    kernel_drops: l
+                        .inode
+                        .and_then(|ino| drops.iter().find(|(i, _)| *i == ino).map(|(_, d)| *d)),
                 })
                 .collect(),
             datagrams_rejected: zip(
@@ -209,10 +205,11 @@ fn kernel_drops() -> Vec<(u64, u64)> {
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
-            if fields.len() >= 13 {
-                if let (Ok(inode), Ok(drops)) = (fields[9].parse(), fields[12].parse()) {
-                    out.push((inode, drops));
-                }
+            if fields.len() < 13 {
+                continue;
+            }
+            if let (Ok(inode), Ok(drops)) = (fields[9].parse(), fields[12].parse()) {
+                out.push((inode, drops));
             }
         }
     }

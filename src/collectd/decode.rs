@@ -8,8 +8,8 @@
 //! skipped. Every length and count is checked before it is used.
 
 use super::{
-    part, value_type, CdTime, Identity, Notification, Packet, Severity, Signed, Str, ValueList,
-    Values,
+    CdTime, Identity, Notification, Packet, Severity, Signed, Str, ValueList, Values, part,
+    value_type,
 };
 use bytes::Bytes;
 
@@ -35,7 +35,9 @@ pub enum DecodeError {
         remaining: usize,
     },
     /// A part length below the 4 bytes of its own header (0 would loop forever).
-    #[error("part 0x{part_type:04x} at byte {offset} has length {part_len}, below the 4-byte header")]
+    #[error(
+        "part 0x{part_type:04x} at byte {offset} has length {part_len}, below the 4-byte header"
+    )]
     PartTooShort {
         offset: usize,
         part_type: u16,
@@ -60,7 +62,11 @@ pub enum DecodeError {
     NoValues { offset: usize },
     /// A value type code other than 0 (COUNTER), 1 (GAUGE), 2 (DERIVE), 3 (ABSOLUTE).
     #[error("values part at byte {offset}: value {index} has unknown type {code}")]
-    UnknownValueType { offset: usize, index: usize, code: u8 },
+    UnknownValueType {
+        offset: usize,
+        index: usize,
+        code: u8,
+    },
     /// A string part whose last byte is not NUL (or that has no body).
     #[error("string part 0x{part_type:04x} at byte {offset} is not NUL-terminated")]
     StringNotTerminated { offset: usize, part_type: u16 },
@@ -220,13 +226,11 @@ struct Part {
 
 impl Part {
     fn number(&self, body: &Bytes) -> Result<u64, DecodeError> {
-        let word: [u8; 8] = body[..]
-            .try_into()
-            .map_err(|_| DecodeError::NumberLength {
-                offset: self.offset,
-                part_type: self.part_type,
-                part_len: self.part_len,
-            })?;
+        let word: [u8; 8] = body[..].try_into().map_err(|_| DecodeError::NumberLength {
+            offset: self.offset,
+            part_type: self.part_type,
+            part_len: self.part_len,
+        })?;
         Ok(u64::from_be_bytes(word))
     }
 
@@ -382,7 +386,10 @@ mod tests {
                 remaining: 7
             }
         );
-        assert_eq!(e.to_string(), "part 0x0000 at byte 0 claims 40 bytes, 7 remain");
+        assert_eq!(
+            e.to_string(),
+            "part 0x0000 at byte 0 claims 40 bytes, 7 remain"
+        );
     }
 
     #[test]
@@ -455,7 +462,10 @@ mod tests {
         let mut b = header(part::HOST, (4 + s.len() + 1) as u16);
         b.extend_from_slice(s.as_bytes());
         b.push(0);
-        assert!(matches!(err(b), DecodeError::StringTooLong { len: 128, .. }));
+        assert!(matches!(
+            err(b),
+            DecodeError::StringTooLong { len: 128, .. }
+        ));
     }
 
     #[test]

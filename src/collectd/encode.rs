@@ -3,7 +3,7 @@
 //! collectd's (a part only when it changed since the previous value list,
 //! high-resolution times). Tests and the load generator use it.
 
-use super::{part, CdTime, Identity, Value};
+use super::{CdTime, Identity, Value, part};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Appends parts to one datagram.
@@ -192,21 +192,35 @@ mod tests {
         let mut e = Encoder::new();
         let t = CdTime(1795289844 << 30);
         let i = CdTime(1 << 30);
-        e.collectd_value_list(&id("vm", "load", "", "load", ""), t, i, &[
-            Value::Gauge(0.5),
-            Value::Gauge(0.25),
-            Value::Gauge(0.125),
-        ]);
-        e.collectd_value_list(&id("vm", "cpu", "0", "cpu", "idle"), t, i, &[Value::Derive(10)]);
+        e.collectd_value_list(
+            &id("vm", "load", "", "load", ""),
+            t,
+            i,
+            &[Value::Gauge(0.5), Value::Gauge(0.25), Value::Gauge(0.125)],
+        );
+        e.collectd_value_list(
+            &id("vm", "cpu", "0", "cpu", "idle"),
+            t,
+            i,
+            &[Value::Derive(10)],
+        );
         e.collectd_value_list(&id("vm", "cpu", "", "cpu", ""), t, i, &[Value::Derive(11)]);
         let raw = e.finish();
         let packet = decode(&raw).expect("decodes");
         let ids: Vec<_> = packet.value_lists.iter().map(|v| v.id.clone()).collect();
-        assert_eq!(ids, vec![
-            id("vm", "load", "", "load", ""),
-            id("vm", "cpu", "0", "cpu", "idle"),
-            id("vm", "cpu", "", "cpu", ""),
-        ]);
-        assert!(packet.value_lists.iter().all(|v| v.time == t && v.interval == i));
+        assert_eq!(
+            ids,
+            vec![
+                id("vm", "load", "", "load", ""),
+                id("vm", "cpu", "0", "cpu", "idle"),
+                id("vm", "cpu", "", "cpu", ""),
+            ]
+        );
+        assert!(
+            packet
+                .value_lists
+                .iter()
+                .all(|v| v.time == t && v.interval == i)
+        );
     }
 }

@@ -8,7 +8,7 @@
 mod decode;
 mod encode;
 
-pub use decode::{decode, DecodeError, MAX_STRING_BYTES};
+pub use decode::{DecodeError, MAX_STRING_BYTES, decode};
 pub use encode::{Encoder, PartState};
 
 use bytes::Bytes;

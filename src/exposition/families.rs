@@ -81,15 +81,24 @@ type Field = fn(&ProgramSnapshot) -> Option<Number>;
 /// The SQLAlchemy families, labelled `host` and `program`, in output order.
 pub const SQLALCHEMY: &[(Family, Field)] = &[
     (
-        gauge("sqlalchemy_processes", "Live processes reporting for this host and program."),
+        gauge(
+            "sqlalchemy_processes",
+            "Live processes reporting for this host and program.",
+        ),
         |p| Some(Number::U64(p.processes)),
     ),
     (
-        gauge("sqlalchemy_pools", "Connection pools (Engines) in the live processes."),
+        gauge(
+            "sqlalchemy_pools",
+            "Connection pools (Engines) in the live processes.",
+        ),
         |p| Some(Number::F64(p.pool.numpools)),
     ),
     (
-        gauge("sqlalchemy_connections", "Open DBAPI connections in the live processes."),
+        gauge(
+            "sqlalchemy_connections",
+            "Open DBAPI connections in the live processes.",
+        ),
         |p| Some(Number::F64(p.pool.connections)),
     ),
     (
@@ -100,15 +109,24 @@ pub const SQLALCHEMY: &[(Family, Field)] = &[
         |p| Some(Number::F64(p.pool.checkedout)),
     ),
     (
-        gauge("sqlalchemy_connections_checked_in", "Idle connections checked in to their pool."),
+        gauge(
+            "sqlalchemy_connections_checked_in",
+            "Idle connections checked in to their pool.",
+        ),
         |p| Some(Number::F64(p.pool.checkedin)),
     ),
     (
-        gauge("sqlalchemy_connections_detached", "Connections detached from their pool."),
+        gauge(
+            "sqlalchemy_connections_detached",
+            "Connections detached from their pool.",
+        ),
         |p| Some(Number::F64(p.pool.detached)),
     ),
     (
-        counter("sqlalchemy_checkouts", "Connection checkouts from the pools."),
+        counter(
+            "sqlalchemy_checkouts",
+            "Connection checkouts from the pools.",
+        ),
         |p| Some(Number::U64(p.totals[0])),
     ),
     (
@@ -155,33 +173,109 @@ macro_rules! own {
     };
 }
 
-pub const BUILD_INFO: Family = own!(gauge, "build_info", "Version and revision of the exporter; always 1.");
-pub const START_TIME: Family = own!(gauge, "start_time_seconds", "Start time of the exporter, in Unix seconds.");
-pub const DATAGRAMS_RECEIVED: Family = own!(counter, "datagrams_received", "Datagrams received, per UDP listener.");
-pub const DATAGRAM_BYTES_RECEIVED: Family = own!(counter, "datagram_bytes_received", "Bytes of datagrams received, per UDP listener.");
-pub const KERNEL_DROPS: Family = own!(counter, "kernel_receive_drops", "Datagrams the kernel dropped because the listener's receive buffer was full.");
-pub const RECEIVE_BUFFER: Family = own!(gauge, "udp_receive_buffer_bytes", "Receive buffer size (SO_RCVBUF) granted by the kernel, per UDP listener.");
-pub const DATAGRAMS_REJECTED: Family = own!(counter, "datagrams_rejected", "Datagrams dropped whole, by reason.");
-pub const DECODE_ERRORS: Family = own!(counter, "decode_errors", "Malformed datagrams, by what was wrong.");
-pub const VALUE_LISTS_RECEIVED: Family = own!(counter, "value_lists_received", "Value lists decoded from accepted datagrams.");
-pub const VALUE_LISTS_ACCEPTED: Family = own!(counter, "value_lists_accepted", "Value lists stored.");
-pub const VALUE_LISTS_REJECTED: Family = own!(counter, "value_lists_rejected", "Value lists that changed nothing, by reason.");
-pub const NOTIFICATIONS: Family = own!(counter, "notifications_received", "collectd notifications received, by severity.");
+pub const BUILD_INFO: Family = own!(
+    gauge,
+    "build_info",
+    "Version and revision of the exporter; always 1."
+);
+pub const START_TIME: Family = own!(
+    gauge,
+    "start_time_seconds",
+    "Start time of the exporter, in Unix seconds."
+);
+pub const DATAGRAMS_RECEIVED: Family = own!(
+    counter,
+    "datagrams_received",
+    "Datagrams received, per UDP listener."
+);
+pub const DATAGRAM_BYTES_RECEIVED: Family = own!(
+    counter,
+    "datagram_bytes_received",
+    "Bytes of datagrams received, per UDP listener."
+);
+pub const KERNEL_DROPS: Family = own!(
+    counter,
+    "kernel_receive_drops",
+    "Datagrams the kernel dropped because the listener's receive buffer was full."
+);
+pub const RECEIVE_BUFFER: Family = own!(
+    gauge,
+    "udp_receive_buffer_bytes",
+    "Receive buffer size (SO_RCVBUF) granted by the kernel, per UDP listener."
+);
+pub const DATAGRAMS_REJECTED: Family = own!(
+    counter,
+    "datagrams_rejected",
+    "Datagrams dropped whole, by reason."
+);
+pub const DECODE_ERRORS: Family = own!(
+    counter,
+    "decode_errors",
+    "Malformed datagrams, by what was wrong."
+);
+pub const VALUE_LISTS_RECEIVED: Family = own!(
+    counter,
+    "value_lists_received",
+    "Value lists decoded from accepted datagrams."
+);
+pub const VALUE_LISTS_ACCEPTED: Family =
+    own!(counter, "value_lists_accepted", "Value lists stored.");
+pub const VALUE_LISTS_REJECTED: Family = own!(
+    counter,
+    "value_lists_rejected",
+    "Value lists that changed nothing, by reason."
+);
+pub const NOTIFICATIONS: Family = own!(
+    counter,
+    "notifications_received",
+    "collectd notifications received, by severity."
+);
 pub const PROCESSES: Family = own!(gauge, "processes", "Live SQLAlchemy client processes.");
-pub const PROCESSES_TRACKED: Family = own!(gauge, "processes_tracked", "SQLAlchemy client processes held in memory, dead ones kept for counter continuity included.");
+pub const PROCESSES_TRACKED: Family = own!(
+    gauge,
+    "processes_tracked",
+    "SQLAlchemy client processes held in memory, dead ones kept for counter continuity included."
+);
 pub const PROGRAMS: Family = own!(gauge, "programs", "Host/program pairs exported.");
 pub const SERIES: Family = own!(gauge, "series", "SQLAlchemy series in this scrape.");
-pub const PROCESSES_EXPIRED: Family = own!(counter, "processes_expired", "Processes that stopped reporting and left the gauges.");
-pub const PROCESSES_FORGOTTEN: Family = own!(counter, "processes_forgotten", "Dead processes whose state was dropped.");
-pub const PROGRAMS_FORGOTTEN: Family = own!(counter, "programs_forgotten", "Host/program pairs removed after --forget-after with no live process.");
+pub const PROCESSES_EXPIRED: Family = own!(
+    counter,
+    "processes_expired",
+    "Processes that stopped reporting and left the gauges."
+);
+pub const PROCESSES_FORGOTTEN: Family = own!(
+    counter,
+    "processes_forgotten",
+    "Dead processes whose state was dropped."
+);
+pub const PROGRAMS_FORGOTTEN: Family = own!(
+    counter,
+    "programs_forgotten",
+    "Host/program pairs removed after --forget-after with no live process."
+);
 
 /// Every family name the exporter can serve (for docs and tests).
 pub fn all_names() -> Vec<&'static str> {
     let own = [
-        BUILD_INFO, START_TIME, DATAGRAMS_RECEIVED, DATAGRAM_BYTES_RECEIVED, KERNEL_DROPS,
-        RECEIVE_BUFFER, DATAGRAMS_REJECTED, DECODE_ERRORS, VALUE_LISTS_RECEIVED,
-        VALUE_LISTS_ACCEPTED, VALUE_LISTS_REJECTED, NOTIFICATIONS, PROCESSES, PROCESSES_TRACKED, PROGRAMS, SERIES,
-        PROCESSES_EXPIRED, PROCESSES_FORGOTTEN, PROGRAMS_FORGOTTEN,
+        BUILD_INFO,
+        START_TIME,
+        DATAGRAMS_RECEIVED,
+        DATAGRAM_BYTES_RECEIVED,
+        KERNEL_DROPS,
+        RECEIVE_BUFFER,
+        DATAGRAMS_REJECTED,
+        DECODE_ERRORS,
+        VALUE_LISTS_RECEIVED,
+        VALUE_LISTS_ACCEPTED,
+        VALUE_LISTS_REJECTED,
+        NOTIFICATIONS,
+        PROCESSES,
+        PROCESSES_TRACKED,
+        PROGRAMS,
+        SERIES,
+        PROCESSES_EXPIRED,
+        PROCESSES_FORGOTTEN,
+        PROGRAMS_FORGOTTEN,
     ];
     debug_assert!(own.iter().all(|f| f.name.starts_with(P)));
     SQLALCHEMY
@@ -221,33 +315,76 @@ pub fn write(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
 fn write_own(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
     let t = &scrape.telemetry;
     let b = &scrape.build;
-    single(w, &BUILD_INFO, &[("version", b.version), ("revision", b.revision)], Number::U64(1))?;
+    single(
+        w,
+        &BUILD_INFO,
+        &[("version", b.version), ("revision", b.revision)],
+        Number::U64(1),
+    )?;
     single(w, &START_TIME, &[], Number::F64(b.start_time_unix))?;
 
     let listeners = &t.listeners;
     if !listeners.is_empty() {
-        per_listener(w, &DATAGRAMS_RECEIVED, listeners, |l| Some(Number::U64(l.datagrams)))?;
-        per_listener(w, &DATAGRAM_BYTES_RECEIVED, listeners, |l| Some(Number::U64(l.bytes)))?;
-        per_listener(w, &RECEIVE_BUFFER, listeners, |l| Some(Number::U64(l.receive_buffer)))?;
+        per_listener(w, &DATAGRAMS_RECEIVED, listeners, |l| {
+            Some(Number::U64(l.datagrams))
+        })?;
+        per_listener(w, &DATAGRAM_BYTES_RECEIVED, listeners, |l| {
+            Some(Number::U64(l.bytes))
+        })?;
+        per_listener(w, &RECEIVE_BUFFER, listeners, |l| {
+            Some(Number::U64(l.receive_buffer))
+        })?;
         if listeners.iter().any(|l| l.kernel_drops.is_some()) {
-            per_listener(w, &KERNEL_DROPS, listeners, |l| l.kernel_drops.map(Number::U64))?;
+            per_listener(w, &KERNEL_DROPS, listeners, |l| {
+                l.kernel_drops.map(Number::U64)
+            })?;
         }
     }
     by_reason(w, &DATAGRAMS_REJECTED, "reason", &t.datagrams_rejected)?;
     by_reason(w, &DECODE_ERRORS, "error", &t.decode_errors)?;
-    single(w, &VALUE_LISTS_RECEIVED, &[], Number::U64(t.value_lists_received))?;
-    single(w, &VALUE_LISTS_ACCEPTED, &[], Number::U64(t.value_lists_accepted))?;
+    single(
+        w,
+        &VALUE_LISTS_RECEIVED,
+        &[],
+        Number::U64(t.value_lists_received),
+    )?;
+    single(
+        w,
+        &VALUE_LISTS_ACCEPTED,
+        &[],
+        Number::U64(t.value_lists_accepted),
+    )?;
     by_reason(w, &VALUE_LISTS_REJECTED, "reason", &t.value_lists_rejected)?;
     by_reason(w, &NOTIFICATIONS, "severity", &t.notifications)?;
 
     let s = &scrape.sqla;
     single(w, &PROCESSES, &[], Number::U64(s.live_processes()))?;
-    single(w, &PROCESSES_TRACKED, &[], Number::U64(s.tracked_processes as u64))?;
+    single(
+        w,
+        &PROCESSES_TRACKED,
+        &[],
+        Number::U64(s.tracked_processes as u64),
+    )?;
     single(w, &PROGRAMS, &[], Number::U64(s.programs.len() as u64))?;
     single(w, &SERIES, &[], Number::U64(sqlalchemy_series(s) as u64))?;
-    single(w, &PROCESSES_EXPIRED, &[], Number::U64(s.stats.processes_expired))?;
-    single(w, &PROCESSES_FORGOTTEN, &[], Number::U64(s.stats.processes_forgotten))?;
-    single(w, &PROGRAMS_FORGOTTEN, &[], Number::U64(s.stats.programs_forgotten))
+    single(
+        w,
+        &PROCESSES_EXPIRED,
+        &[],
+        Number::U64(s.stats.processes_expired),
+    )?;
+    single(
+        w,
+        &PROCESSES_FORGOTTEN,
+        &[],
+        Number::U64(s.stats.processes_forgotten),
+    )?;
+    single(
+        w,
+        &PROGRAMS_FORGOTTEN,
+        &[],
+        Number::U64(s.stats.programs_forgotten),
+    )
 }
 
 fn single(w: &mut dyn FamilyWriter, f: &Family, labels: &Labels<'_>, v: Number) -> fmt::Result {

@@ -8,11 +8,11 @@ pub mod openmetrics;
 pub mod text;
 
 use crate::server::Shared;
+use axum::Router;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use families::Scrape;
 use std::sync::Arc;
 use std::time::Instant;

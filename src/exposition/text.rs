@@ -110,7 +110,9 @@ mod tests {
             kind: Kind::Counter,
         };
         TextWriter::new(&mut out)
-            .family(&f, &mut |s| s.sample(&[("host", "a\"b\\c\nd")], Number::U64(3)))
+            .family(&f, &mut |s| {
+                s.sample(&[("host", "a\"b\\c\nd")], Number::U64(3))
+            })
             .unwrap();
         assert_eq!(
             out,

@@ -88,7 +88,10 @@ mod tests {
 
     #[test]
     fn missing_interval_uses_collectds_default() {
-        assert_eq!(Freshness::default().window(CdTime(0)), Duration::from_secs(30));
+        assert_eq!(
+            Freshness::default().window(CdTime(0)),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]

@@ -183,18 +183,16 @@ impl SqlaStore {
         let program = self.program_entry(key, now.at);
         let process = match program.processes.get_mut(key.token.as_str()) {
             Some(p) => p,
-            None => {
-                program
-                    .processes
-                    .entry(key.token.as_str().into())
-                    .or_insert(Process {
-                        live_until: now.at,
-                        expiry_counted: false,
-                        pool: None,
-                        totals: None,
-                        transactions: None,
-                    })
-            }
+            None => program
+                .processes
+                .entry(key.token.as_str().into())
+                .or_insert(Process {
+                    live_until: now.at,
+                    expiry_counted: false,
+                    pool: None,
+                    totals: None,
+                    transactions: None,
+                }),
         };
 
         match &record.sample {
@@ -244,7 +242,9 @@ impl SqlaStore {
                 },
             );
         }
-        programs.get_mut(key.program.as_str()).expect("inserted above")
+        programs
+            .get_mut(key.program.as_str())
+            .expect("inserted above")
     }
 
     /// Counts expiries and drops what `forget_after` says to forget.
@@ -389,7 +389,13 @@ mod tests {
         }
     }
 
-    fn pool_rec(program: &str, token: &str, t: u64, checkedout: f64, connections: f64) -> SqlaRecord {
+    fn pool_rec(
+        program: &str,
+        token: &str,
+        t: u64,
+        checkedout: f64,
+        connections: f64,
+    ) -> SqlaRecord {
         SqlaRecord {
             key: key(program, token),
             time: CdTime::from_secs(t),
@@ -456,9 +462,15 @@ mod tests {
     fn counters_add_per_process_deltas() {
         let mut s = store();
         let t0 = Now::wall();
-        s.apply(&totals_rec("app", "1:a", 100, [5, 0, 2, 0]), t0).unwrap();
-        s.apply(&totals_rec("app", "2:b", 100, [3, 1, 1, 1]), t0).unwrap();
-        s.apply(&totals_rec("app", "1:a", 102, [9, 0, 3, 1]), t0.after(2 * S)).unwrap();
+        s.apply(&totals_rec("app", "1:a", 100, [5, 0, 2, 0]), t0)
+            .unwrap();
+        s.apply(&totals_rec("app", "2:b", 100, [3, 1, 1, 1]), t0)
+            .unwrap();
+        s.apply(
+            &totals_rec("app", "1:a", 102, [9, 0, 3, 1]),
+            t0.after(2 * S),
+        )
+        .unwrap();
         assert_eq!(one(&s, t0.at + 2 * S).totals, [12, 1, 4, 2]);
     }
 
@@ -468,10 +480,14 @@ mod tests {
         let t0 = Now::wall();
         s.apply(&pool_rec("app", "1:a", 100, 1.0, 1.0), t0).unwrap();
         s.apply(&pool_rec("app", "2:b", 100, 2.0, 2.0), t0).unwrap();
-        s.apply(&pool_rec("app", "2:b", 104, 2.0, 2.0), t0.after(4 * S)).unwrap();
+        s.apply(&pool_rec("app", "2:b", 104, 2.0, 2.0), t0.after(4 * S))
+            .unwrap();
         // 3 intervals of 2 s: 1:a is live until t0 + 6 s, not a moment longer.
         let just_before = one(&s, t0.at + 6 * S - Duration::from_nanos(1));
-        assert_eq!((just_before.processes, just_before.pool.connections), (2, 3.0));
+        assert_eq!(
+            (just_before.processes, just_before.pool.connections),
+            (2, 3.0)
+        );
         let at_end = one(&s, t0.at + 6 * S);
         assert_eq!((at_end.processes, at_end.pool.connections), (1, 2.0));
     }
@@ -507,8 +523,10 @@ mod tests {
         let mut s = store();
         let t0 = Now::wall();
         // A client whose clock is a day behind is as live as any other.
-        s.apply(&pool_rec("app", "1:a", 1000, 1.0, 1.0), t0).unwrap();
-        s.apply(&pool_rec("app", "1:a", 1002, 1.0, 1.0), t0.after(5 * S)).unwrap();
+        s.apply(&pool_rec("app", "1:a", 1000, 1.0, 1.0), t0)
+            .unwrap();
+        s.apply(&pool_rec("app", "1:a", 1002, 1.0, 1.0), t0.after(5 * S))
+            .unwrap();
         assert_eq!(one(&s, t0.at + 10 * S).processes, 1);
         assert_eq!(one(&s, t0.at + 11 * S).processes, 0);
     }
@@ -517,8 +535,10 @@ mod tests {
     fn dead_process_keeps_its_counter_contribution() {
         let mut s = store();
         let t0 = Now::wall();
-        s.apply(&totals_rec("app", "1:a", 100, [7, 1, 3, 2]), t0).unwrap();
-        s.apply(&totals_rec("app", "2:b", 100, [1, 0, 1, 0]), t0).unwrap();
+        s.apply(&totals_rec("app", "1:a", 100, [7, 1, 3, 2]), t0)
+            .unwrap();
+        s.apply(&totals_rec("app", "2:b", 100, [1, 0, 1, 0]), t0)
+            .unwrap();
         let later = t0.at + 60 * S;
         s.sweep(later);
         let p = one(&s, later);
@@ -530,9 +550,14 @@ mod tests {
     fn reappearing_process_is_not_counted_twice() {
         let mut s = store();
         let t0 = Now::wall();
-        s.apply(&totals_rec("app", "1:a", 100, [10, 0, 2, 0]), t0).unwrap();
+        s.apply(&totals_rec("app", "1:a", 100, [10, 0, 2, 0]), t0)
+            .unwrap();
         s.sweep(t0.at + 30 * S);
-        s.apply(&totals_rec("app", "1:a", 130, [12, 0, 2, 0]), t0.after(30 * S)).unwrap();
+        s.apply(
+            &totals_rec("app", "1:a", 130, [12, 0, 2, 0]),
+            t0.after(30 * S),
+        )
+        .unwrap();
         let p = one(&s, t0.at + 30 * S);
         assert_eq!((p.processes, p.totals), (1, [12, 0, 2, 0]));
         assert_eq!(s.snapshot(t0.at + 30 * S).stats.processes_expired, 1);
@@ -542,8 +567,13 @@ mod tests {
     fn counter_that_goes_down_is_a_reset() {
         let mut s = store();
         let t0 = Now::wall();
-        s.apply(&totals_rec("app", "1:a", 100, [10, 4, 5, 5]), t0).unwrap();
-        s.apply(&totals_rec("app", "1:a", 102, [3, 4, 6, 5]), t0.after(2 * S)).unwrap();
+        s.apply(&totals_rec("app", "1:a", 100, [10, 4, 5, 5]), t0)
+            .unwrap();
+        s.apply(
+            &totals_rec("app", "1:a", 102, [3, 4, 6, 5]),
+            t0.after(2 * S),
+        )
+        .unwrap();
         assert_eq!(one(&s, t0.at + 2 * S).totals, [13, 4, 6, 5]);
     }
 
@@ -561,12 +591,21 @@ mod tests {
     fn reordered_datagram_does_not_inflate_counters() {
         let mut s = store();
         let t0 = Now::wall();
-        s.apply(&totals_rec("app", "1:a", 100, [10, 0, 1, 0]), t0).unwrap();
-        s.apply(&totals_rec("app", "1:a", 104, [20, 0, 2, 0]), t0.after(2 * S)).unwrap();
+        s.apply(&totals_rec("app", "1:a", 100, [10, 0, 1, 0]), t0)
+            .unwrap();
+        s.apply(
+            &totals_rec("app", "1:a", 104, [20, 0, 2, 0]),
+            t0.after(2 * S),
+        )
+        .unwrap();
         // The report of t=102 arrives last: it looks like a reset, and must not count.
         let late = totals_rec("app", "1:a", 102, [15, 0, 1, 0]);
         assert_eq!(s.apply(&late, t0.after(3 * S)), Err(ApplyError::OutOfOrder));
-        s.apply(&totals_rec("app", "1:a", 106, [21, 0, 2, 0]), t0.after(4 * S)).unwrap();
+        s.apply(
+            &totals_rec("app", "1:a", 106, [21, 0, 2, 0]),
+            t0.after(4 * S),
+        )
+        .unwrap();
         assert_eq!(one(&s, t0.at + 4 * S).totals, [21, 0, 2, 0]);
     }
 
@@ -586,7 +625,8 @@ mod tests {
         let mut s = store();
         let t0 = Now::wall();
         s.apply(&pool_rec("app", "1:a", 100, 1.0, 1.0), t0).unwrap();
-        s.apply(&totals_rec("app", "1:a", 100, [1, 0, 1, 0]), t0).unwrap();
+        s.apply(&totals_rec("app", "1:a", 100, [1, 0, 1, 0]), t0)
+            .unwrap();
         let p = one(&s, t0.at);
         assert_eq!((p.pool.checkedout, p.totals[0]), (1.0, 1));
     }
@@ -596,16 +636,23 @@ mod tests {
         let mut s = store();
         let t0 = Now::wall();
         s.apply(&pool_rec("app", "1:a", 100, 2.0, 4.0), t0).unwrap();
-        s.apply(&totals_rec("app", "1:a", 100, [3, 0, 4, 0]), t0).unwrap();
+        s.apply(&totals_rec("app", "1:a", 100, [3, 0, 4, 0]), t0)
+            .unwrap();
         // Live until t0 + 6 s; forgotten one hour after that.
         let dead = t0.at + 6 * S;
         let p = one(&s, dead);
-        assert_eq!((p.processes, p.pool.connections, p.totals), (0, 0.0, [3, 0, 4, 0]));
+        assert_eq!(
+            (p.processes, p.pool.connections, p.totals),
+            (0, 0.0, [3, 0, 4, 0])
+        );
         let last_moment = dead + Duration::from_secs(3600) - Duration::from_nanos(1);
         s.sweep(last_moment);
         assert_eq!(one(&s, last_moment).processes, 0);
         let gone = dead + Duration::from_secs(3600);
-        assert!(s.snapshot(gone).programs.is_empty(), "the snapshot filters before the sweep");
+        assert!(
+            s.snapshot(gone).programs.is_empty(),
+            "the snapshot filters before the sweep"
+        );
         s.sweep(gone);
         let snap = s.snapshot(gone);
         assert!(snap.programs.is_empty());
@@ -631,7 +678,8 @@ mod tests {
         let mut s = store();
         let t0 = Now::wall();
         s.apply(&pool_rec("app", "1:a", 100, 1.0, 1.0), t0).unwrap();
-        s.apply(&pool_rec("app", "2:b", 50, 1.0, 1.0), t0.after(3 * S)).unwrap();
+        s.apply(&pool_rec("app", "2:b", 50, 1.0, 1.0), t0.after(3 * S))
+            .unwrap();
         assert_eq!(one(&s, t0.at + 3 * S).last_report_unix, t0.unix + 3.0);
     }
 
@@ -639,7 +687,8 @@ mod tests {
     fn transactions_appear_only_once_a_client_sends_them() {
         let mut s = store();
         let t0 = Now::wall();
-        s.apply(&totals_rec("app", "1:a", 100, [1, 0, 1, 0]), t0).unwrap();
+        s.apply(&totals_rec("app", "1:a", 100, [1, 0, 1, 0]), t0)
+            .unwrap();
         assert_eq!(one(&s, t0.at).transactions, None);
         let tx = SqlaRecord {
             sample: Sample::Cumulative(Cumulative::Transactions([4, 1, 5])),
@@ -664,9 +713,11 @@ mod tests {
             Err(ApplyError::OverLimit("process"))
         );
         // Known processes still report.
-        s.apply(&pool_rec("app", "1:a", 102, 2.0, 2.0), t0.after(4 * S)).unwrap();
+        s.apply(&pool_rec("app", "1:a", 102, 2.0, 2.0), t0.after(4 * S))
+            .unwrap();
         // Once 2:b is dead, a new process takes its place.
-        s.apply(&pool_rec("app", "3:c", 108, 1.0, 1.0), t0.after(8 * S)).unwrap();
+        s.apply(&pool_rec("app", "3:c", 108, 1.0, 1.0), t0.after(8 * S))
+            .unwrap();
         let snap = s.snapshot(t0.at + 8 * S);
         assert_eq!(snap.tracked_processes, 2);
         assert_eq!(snap.programs[0].processes, 2);

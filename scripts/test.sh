@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh Debian machine
+# (promtool from Debian's prometheus package, the real sqlalchemy-collectd
+# client from PyPI in .venv, the crates), then runs every check and test.
+# A test whose peer is missing fails; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+apt_install() {
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@"
+}
+
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  apt_install "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv || { apt_install python3-venv && python3 -m venv .venv; }
+fi
+echo "== installing the Python client (tests/clients/requirements.txt)"
+.venv/bin/python -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+SCE_PYTHON="$PWD/.venv/bin/python" cargo test --locked "$@"

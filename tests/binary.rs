@@ -1,0 +1,182 @@
+//! The built binary: starts on ephemeral ports and logs every bound address,
+//! serves what it receives, exits 0 on SIGTERM; a bad flag or an address it
+//! cannot bind exits non-zero with a one-line reason.
+
+mod common;
+
+use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sqlalchemy-collectd-exporter");
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running { child, lines }
+}
+
+impl Running {
+    /// The next log line containing `needle`.
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+/// The value of `key=` in a logfmt line.
+fn field(line: &str, key: &str) -> String {
+    let at = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("{key} in {line}"));
+    line[at + key.len() + 2..]
+        .split(' ')
+        .next()
+        .expect("value")
+        .to_owned()
+}
+
+#[test]
+fn binary_logs_its_addresses_serves_and_stops_on_sigterm() {
+    let r = spawn(&[
+        "--collectd.listen-address",
+        "127.0.0.1:0",
+        "--web.listen-address",
+        "127.0.0.1:0",
+    ]);
+    let udp: SocketAddr = field(&r.wait_for("listening for collectd datagrams"), "listener")
+        .parse()
+        .expect("udp address");
+    let http: SocketAddr = field(&r.wait_for("serving metrics over HTTP"), "address")
+        .parse()
+        .expect("http address");
+
+    let id = Identity {
+        host: "web1".into(),
+        plugin: "sqlalchemy".into(),
+        plugin_instance: "api".into(),
+        type_: "sqlalchemy_pool".into(),
+        type_instance: "42:abcdef".into(),
+    };
+    let values = [1.0, 4.0, 1.0, 0.0, 5.0].map(Value::Gauge);
+    let datagram = Encoder::new()
+        .client_value_list(&id, 1_000, 2, &values)
+        .finish();
+    common::send_all(udp, &[datagram.to_vec()]);
+    let s = common::scrape_until(http, "the pool datagram", Duration::from_secs(10), |s| {
+        common::sqla(s, "sqlalchemy_connections", "web1", "api").is_some()
+    });
+    assert_eq!(
+        common::sqla(&s, "sqlalchemy_connections_checked_out", "web1", "api"),
+        Some(4.0)
+    );
+    assert_eq!(
+        common::sqla(&s, "sqlalchemy_connections", "web1", "api"),
+        Some(5.0)
+    );
+
+    let pid = r.child.id().to_string();
+    let mut r = r;
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    r.wait_for("shutting down");
+    let status = common::poll(Duration::from_secs(10), "exit after SIGTERM", || {
+        r.child.try_wait().expect("wait")
+    });
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn json_logs_when_asked() {
+    let r = spawn(&[
+        "--collectd.listen-address",
+        "127.0.0.1:0",
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--log.format",
+        "json",
+    ]);
+    let line = r.wait_for("listening for collectd datagrams");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    assert_eq!(v["level"], "INFO");
+    assert!(
+        v["listener"]
+            .as_str()
+            .expect("listener field")
+            .starts_with("127.0.0.1:")
+    );
+}
+
+fn fails(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).output().expect("binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().expect("exit code"), stderr)
+}
+
+#[test]
+fn bad_flag_exits_2_with_one_line() {
+    let (code, stderr) = fails(&["--stale-after", "soon"]);
+    assert_eq!(code, 2);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--stale-after"), "{stderr}");
+}
+
+#[test]
+fn unbindable_address_exits_1_naming_it() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, stderr) = fails(&[
+        "--collectd.listen-address",
+        &addr,
+        "--web.listen-address",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 1);
+    let last = stderr.lines().last().expect("an error line");
+    assert_eq!(
+        last,
+        format!("error: cannot listen on udp {addr}: Address already in use (os error 98)")
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
+}
