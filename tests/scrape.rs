@@ -5,9 +5,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::{sqla, Exporter};
+use common::{Exporter, sqla};
 use serde_json::Value as Json;
-use sqlalchemy_collectd_exporter::collectd::{decode, part, Encoder, Identity, Value};
+use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value, decode, part};
 use std::collections::{BTreeMap, HashMap};
 
 const SQLA_SCENARIOS: [&str; 5] = [
@@ -32,7 +32,8 @@ struct Expected {
 
 fn expected_from_manifest(scenario: &str) -> BTreeMap<(String, String), Expected> {
     let path = common::testdata(scenario).join("manifest.json");
-    let m: Json = serde_json::from_str(&std::fs::read_to_string(path).expect("manifest")).expect("JSON");
+    let m: Json =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("manifest")).expect("JSON");
     let mut last: HashMap<(String, String, String, String), Vec<f64>> = HashMap::new();
     for d in m["datagrams"].as_array().expect("datagrams") {
         for vl in d["value_lists"].as_array().expect("value lists") {
@@ -43,11 +44,20 @@ fn expected_from_manifest(scenario: &str) -> BTreeMap<(String, String), Expected
                 .iter()
                 .map(|v| v[1].as_f64().expect("number"))
                 .collect();
-            last.insert((s("host"), s("plugin_instance"), s("type_instance"), s("type")), values);
+            last.insert(
+                (
+                    s("host"),
+                    s("plugin_instance"),
+                    s("type_instance"),
+                    s("type"),
+                ),
+                values,
+            );
         }
     }
     let mut out: BTreeMap<(String, String), Expected> = BTreeMap::new();
-    let mut tokens: BTreeMap<(String, String), std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut tokens: BTreeMap<(String, String), std::collections::BTreeSet<String>> =
+        BTreeMap::new();
     for ((host, program, token, type_), values) in last {
         let e = out.entry((host.clone(), program.clone())).or_default();
         tokens.entry((host, program)).or_default().insert(token);
@@ -64,7 +74,10 @@ fn expected_from_manifest(scenario: &str) -> BTreeMap<(String, String), Expected
 }
 
 fn observed(s: &BTreeMap<String, f64>, host: &str, program: &str) -> Expected {
-    let g = |n| sqla(s, n, host, program).unwrap_or_else(|| panic!("{n} missing for {host}/{program}"));
+    let g = |n| {
+        sqla(s, n, host, program)
+            .unwrap_or_else(|| panic!("{n} missing for {host}/{program} in {s:#?}"))
+    };
     Expected {
         processes: g("sqlalchemy_processes"),
         pool: [
@@ -98,7 +111,11 @@ fn replayed_client_captures_scrape_as_their_manifests_say() {
         let expected = expected_from_manifest(scenario);
         assert!(!expected.is_empty());
         for ((host, program), want) in &expected {
-            assert_eq!(&observed(&s, host, program), want, "{scenario}: {host}/{program}\n{text}");
+            assert_eq!(
+                &observed(&s, host, program),
+                want,
+                "{scenario}: {host}/{program}\n{text}"
+            );
         }
         // Nothing else was exported.
         let programs = s["sqlalchemy_collectd_exporter_programs"];
@@ -143,16 +160,35 @@ fn regex_lite_port(line: &str) -> String {
 #[test]
 fn fork_and_two_programs_golden_in_both_formats() {
     let e = common::start(&[]);
-    let before = common::samples(&common::scrape(e.http))["sqlalchemy_collectd_exporter_start_time_seconds"];
+    let before =
+        common::samples(&common::scrape(e.http))["sqlalchemy_collectd_exporter_start_time_seconds"];
     replay(&e, "05_sqla_fork_workers_two_programs");
     let text = common::scrape(e.http);
-    let om = common::get(e.http, "/metrics", &[("Accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")]);
+    let om = common::get(
+        e.http,
+        "/metrics",
+        &[(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )],
+    );
     let after = common::samples(&text)["sqlalchemy_last_report_timestamp_seconds{host=\"vm\",program=\"forkapp\"}"];
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
-    assert!(before <= after && after <= now, "last report {after} not between start {before} and now {now}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        before <= after && after <= now,
+        "last report {after} not between start {before} and now {now}"
+    );
 
     common::golden("fork_two_programs.prom", &normalise(&text));
-    assert!(om.content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{}", om.content_type);
+    assert!(
+        om.content_type
+            .starts_with("application/openmetrics-text; version=1.0.0"),
+        "{}",
+        om.content_type
+    );
     let om_text = String::from_utf8(om.body).expect("UTF-8");
     assert!(om_text.ends_with("# EOF\n"));
     common::golden("fork_two_programs.om.txt", &normalise(&om_text));
@@ -171,7 +207,10 @@ fn text_format_is_the_default_and_families_are_declared_once() {
     let text = String::from_utf8(r.body).expect("UTF-8");
     let mut seen = std::collections::HashSet::new();
     for help in text.lines().filter(|l| l.starts_with("# HELP ")) {
-        assert!(seen.insert(help.split(' ').nth(2)), "declared twice: {help}");
+        assert!(
+            seen.insert(help.split(' ').nth(2)),
+            "declared twice: {help}"
+        );
     }
     // Two programs, one HELP for each SQLAlchemy family.
     assert_eq!(text.matches("# HELP sqlalchemy_connections ").count(), 1);
@@ -185,9 +224,19 @@ fn gzip_when_asked() {
     let r = common::get(e.http, "/metrics", &[("Accept-Encoding", "gzip")]);
     assert_eq!(r.content_encoding.as_deref(), Some("gzip"));
     let mut plain = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut plain).expect("gunzip");
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut plain)
+        .expect("gunzip");
     let s = common::samples(&plain);
-    assert_eq!(sqla(&s, "sqlalchemy_connections_checked_out", "vm", "checkout_app"), Some(2.0), "{plain}");
+    assert_eq!(
+        sqla(
+            &s,
+            "sqlalchemy_connections_checked_out",
+            "vm",
+            "checkout_app"
+        ),
+        Some(2.0),
+        "{plain}"
+    );
 }
 
 #[test]
@@ -204,7 +253,13 @@ fn landing_page_health_and_custom_telemetry_path() {
     assert!(String::from_utf8_lossy(&r.body).contains("sqlalchemy_collectd_exporter_build_info{"));
 }
 
-fn client_datagram(program: &str, token: &str, time: u64, type_: &str, values: &[Value]) -> Vec<u8> {
+fn client_datagram(
+    program: &str,
+    token: &str,
+    time: u64,
+    type_: &str,
+    values: &[Value],
+) -> Vec<u8> {
     let id = Identity {
         host: "h1".into(),
         plugin: "sqlalchemy".into(),
@@ -212,13 +267,27 @@ fn client_datagram(program: &str, token: &str, time: u64, type_: &str, values: &
         type_: type_.into(),
         type_instance: token.into(),
     };
-    Encoder::new().client_value_list(&id, time, 2, values).finish().to_vec()
+    Encoder::new()
+        .client_value_list(&id, time, 2, values)
+        .finish()
+        .to_vec()
 }
 
 #[test]
 fn malformed_datagrams_are_counted_by_reason_and_touch_nothing_else() {
     let e = common::start(&[]);
-    let good = client_datagram("app", "1:aaaaaa", 100, "sqlalchemy_totals", &[Value::Derive(5), Value::Derive(0), Value::Derive(1), Value::Derive(0)]);
+    let good = client_datagram(
+        "app",
+        "1:aaaaaa",
+        100,
+        "sqlalchemy_totals",
+        &[
+            Value::Derive(5),
+            Value::Derive(0),
+            Value::Derive(1),
+            Value::Derive(0),
+        ],
+    );
     common::send_and_settle(&e, std::slice::from_ref(&good), 1);
 
     let mut truncated = good.clone();
@@ -234,77 +303,306 @@ fn malformed_datagrams_are_counted_by_reason_and_touch_nothing_else() {
         assert!(decode(&Bytes::from(d.clone())).is_err());
     }
     common::send_all(e.udp, &bad);
-    let s = common::scrape_until(e.http, "5 malformed datagrams", std::time::Duration::from_secs(10), |s| {
-        s.get("sqlalchemy_collectd_exporter_datagrams_rejected_total{reason=\"malformed\"}") == Some(&5.0)
-    });
-    let err = |k: &str| s[&format!("sqlalchemy_collectd_exporter_decode_errors_total{{error=\"{k}\"}}")];
+    let s = common::scrape_until(
+        e.http,
+        "5 malformed datagrams",
+        std::time::Duration::from_secs(10),
+        |s| {
+            s.get("sqlalchemy_collectd_exporter_datagrams_rejected_total{reason=\"malformed\"}")
+                == Some(&5.0)
+        },
+    );
+    let err =
+        |k: &str| s[&format!("sqlalchemy_collectd_exporter_decode_errors_total{{error=\"{k}\"}}")];
     assert_eq!(err("part_past_end"), 1.0);
     assert_eq!(err("part_too_short"), 1.0);
     assert_eq!(err("unknown_value_type"), 1.0);
     assert_eq!(err("empty"), 1.0);
     assert_eq!(err("truncated_header"), 1.0);
-    assert_eq!(sqla(&s, "sqlalchemy_checkouts_total", "h1", "app"), Some(5.0));
+    assert_eq!(
+        sqla(&s, "sqlalchemy_checkouts_total", "h1", "app"),
+        Some(5.0)
+    );
     assert_eq!(s["sqlalchemy_collectd_exporter_programs"], 1.0);
 }
 
 #[test]
 fn value_lists_are_rejected_by_reason() {
     let e = common::start(&["--limits.max-programs", "1"]);
-    let totals = |program: &str, t, n| client_datagram(program, "1:aaaaaa", t, "sqlalchemy_totals", &[Value::Derive(n), Value::Derive(0), Value::Derive(1), Value::Derive(0)]);
+    let totals = |program: &str, t, n| {
+        client_datagram(
+            program,
+            "1:aaaaaa",
+            t,
+            "sqlalchemy_totals",
+            &[
+                Value::Derive(n),
+                Value::Derive(0),
+                Value::Derive(1),
+                Value::Derive(0),
+            ],
+        )
+    };
     let datagrams = vec![
         totals("app", 100, 5),
-        totals("app", 100, 5),                                            // duplicate
-        totals("app", 98, 3),                                             // late
-        totals("other", 100, 1),                                          // a second program: over the limit
-        client_datagram("app", "1:aaaaaa", 100, "sqlalchemy_bogus", &[Value::Gauge(1.0)]),
-        client_datagram("app", "1:aaaaaa", 102, "sqlalchemy_pool", &[Value::Gauge(1.0)]),
-        client_datagram("app", "1:aaaaaa", 102, "sqlalchemy_pool", &[Value::Gauge(f64::NAN); 5]),
+        totals("app", 100, 5),   // duplicate
+        totals("app", 98, 3),    // late
+        totals("other", 100, 1), // a second program: over the limit
+        client_datagram(
+            "app",
+            "1:aaaaaa",
+            100,
+            "sqlalchemy_bogus",
+            &[Value::Gauge(1.0)],
+        ),
+        client_datagram(
+            "app",
+            "1:aaaaaa",
+            102,
+            "sqlalchemy_pool",
+            &[Value::Gauge(1.0)],
+        ),
+        client_datagram(
+            "app",
+            "1:aaaaaa",
+            102,
+            "sqlalchemy_pool",
+            &[Value::Gauge(f64::NAN); 5],
+        ),
         {
             let mut e = Encoder::new();
-            e.string(part::HOST, "h1").string(part::PLUGIN, "load").values(&[Value::Gauge(0.1)]);
+            e.string(part::HOST, "h1")
+                .string(part::PLUGIN, "load")
+                .values(&[Value::Gauge(0.1)]);
             e.finish().to_vec()
         },
     ];
     let text = common::send_and_settle(&e, &datagrams, datagrams.len());
     let s = common::samples(&text);
-    let r = |k: &str| s[&format!("sqlalchemy_collectd_exporter_value_lists_rejected_total{{reason=\"{k}\"}}")];
+    let r = |k: &str| {
+        s[&format!("sqlalchemy_collectd_exporter_value_lists_rejected_total{{reason=\"{k}\"}}")]
+    };
     assert_eq!(
-        [r("out_of_order"), r("over_limit"), r("unknown_type"), r("malformed"), r("invalid_value"), r("not_sqlalchemy")],
+        [
+            r("out_of_order"),
+            r("over_limit"),
+            r("unknown_type"),
+            r("malformed"),
+            r("invalid_value"),
+            r("not_sqlalchemy")
+        ],
         [2.0, 1.0, 1.0, 1.0, 1.0, 1.0],
         "{text}"
     );
-    assert_eq!(s["sqlalchemy_collectd_exporter_value_lists_accepted_total"], 1.0);
-    assert_eq!(sqla(&s, "sqlalchemy_checkouts_total", "h1", "app"), Some(5.0));
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_value_lists_accepted_total"],
+        1.0
+    );
+    assert_eq!(
+        sqla(&s, "sqlalchemy_checkouts_total", "h1", "app"),
+        Some(5.0)
+    );
 }
 
 #[test]
 fn dead_process_leaves_the_gauges_and_keeps_its_counters_then_the_program_is_forgotten() {
     let e = common::start(&["--stale-after", "1s", "--forget-after", "2s"]);
-    let pool = |token: &str, t, out: f64| client_datagram("app", token, t, "sqlalchemy_pool", &[Value::Gauge(1.0), Value::Gauge(out), Value::Gauge(0.0), Value::Gauge(0.0), Value::Gauge(out)]);
-    let totals = |token: &str, t, n| client_datagram("app", token, t, "sqlalchemy_totals", &[Value::Derive(n), Value::Derive(0), Value::Derive(n), Value::Derive(0)]);
+    let pool = |token: &str, t, out: f64| {
+        client_datagram(
+            "app",
+            token,
+            t,
+            "sqlalchemy_pool",
+            &[
+                Value::Gauge(1.0),
+                Value::Gauge(out),
+                Value::Gauge(0.0),
+                Value::Gauge(0.0),
+                Value::Gauge(out),
+            ],
+        )
+    };
+    let totals = |token: &str, t, n| {
+        client_datagram(
+            "app",
+            token,
+            t,
+            "sqlalchemy_totals",
+            &[
+                Value::Derive(n),
+                Value::Derive(0),
+                Value::Derive(n),
+                Value::Derive(0),
+            ],
+        )
+    };
     let sent_at = std::time::Instant::now();
-    let text = common::send_and_settle(&e, &[pool("1:aaaaaa", 100, 2.0), totals("1:aaaaaa", 100, 7), pool("2:bbbbbb", 100, 3.0), totals("2:bbbbbb", 100, 4)], 4);
+    let text = common::send_and_settle(
+        &e,
+        &[
+            pool("1:aaaaaa", 100, 2.0),
+            totals("1:aaaaaa", 100, 7),
+            pool("2:bbbbbb", 100, 3.0),
+            totals("2:bbbbbb", 100, 4),
+        ],
+        4,
+    );
     let s = common::samples(&text);
     assert_eq!(sqla(&s, "sqlalchemy_processes", "h1", "app"), Some(2.0));
-    assert_eq!(sqla(&s, "sqlalchemy_connections_checked_out", "h1", "app"), Some(5.0));
+    assert_eq!(
+        sqla(&s, "sqlalchemy_connections_checked_out", "h1", "app"),
+        Some(5.0)
+    );
 
-    let s = common::scrape_until(e.http, "processes to expire", std::time::Duration::from_secs(10), |s| {
-        sqla(s, "sqlalchemy_processes", "h1", "app") == Some(0.0)
-    });
-    assert!(sent_at.elapsed() >= std::time::Duration::from_secs(1), "expired before --stale-after");
-    assert_eq!(sqla(&s, "sqlalchemy_connections_checked_out", "h1", "app"), Some(0.0));
+    let s = common::scrape_until(
+        e.http,
+        "processes to expire",
+        std::time::Duration::from_secs(10),
+        |s| sqla(s, "sqlalchemy_processes", "h1", "app") == Some(0.0),
+    );
+    assert!(
+        sent_at.elapsed() >= std::time::Duration::from_secs(1),
+        "expired before --stale-after"
+    );
+    assert_eq!(
+        sqla(&s, "sqlalchemy_connections_checked_out", "h1", "app"),
+        Some(0.0)
+    );
     assert_eq!(sqla(&s, "sqlalchemy_connections", "h1", "app"), Some(0.0));
-    assert_eq!(sqla(&s, "sqlalchemy_checkouts_total", "h1", "app"), Some(11.0));
-    assert_eq!(sqla(&s, "sqlalchemy_connects_total", "h1", "app"), Some(11.0));
+    assert_eq!(
+        sqla(&s, "sqlalchemy_checkouts_total", "h1", "app"),
+        Some(11.0)
+    );
+    assert_eq!(
+        sqla(&s, "sqlalchemy_connects_total", "h1", "app"),
+        Some(11.0)
+    );
 
-    let s = common::scrape_until(e.http, "the program to be forgotten", std::time::Duration::from_secs(10), |s| {
-        sqla(s, "sqlalchemy_processes", "h1", "app").is_none()
-    });
-    assert!(sent_at.elapsed() >= std::time::Duration::from_secs(3), "forgotten before stale + forget");
-    assert!(!s.keys().any(|k| k.starts_with("sqlalchemy_") && !k.starts_with("sqlalchemy_collectd_exporter_")));
-    let s = common::scrape_until(e.http, "the sweep to count", std::time::Duration::from_secs(5), |s| {
-        s["sqlalchemy_collectd_exporter_programs_forgotten_total"] == 1.0
-    });
-    assert_eq!(s["sqlalchemy_collectd_exporter_processes_expired_total"], 2.0);
+    let s = common::scrape_until(
+        e.http,
+        "the program to be forgotten",
+        std::time::Duration::from_secs(10),
+        |s| sqla(s, "sqlalchemy_processes", "h1", "app").is_none(),
+    );
+    assert!(
+        sent_at.elapsed() >= std::time::Duration::from_secs(3),
+        "forgotten before stale + forget"
+    );
+    assert!(
+        !s.keys().any(
+            |k| k.starts_with("sqlalchemy_") && !k.starts_with("sqlalchemy_collectd_exporter_")
+        )
+    );
+    let s = common::scrape_until(
+        e.http,
+        "the sweep to count",
+        std::time::Duration::from_secs(5),
+        |s| s["sqlalchemy_collectd_exporter_programs_forgotten_total"] == 1.0,
+    );
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_processes_expired_total"],
+        2.0
+    );
     assert_eq!(s["sqlalchemy_collectd_exporter_processes_tracked"], 0.0);
+}
+
+#[test]
+fn ipv6_and_go_style_listeners_receive() {
+    let e = common::start(&[
+        "--collectd.listen-address",
+        "[::1]:0",
+        "--collectd.listen-address",
+        ":0",
+    ]);
+    let (v6, any) = (e.udp_all[1], e.udp_all[2]);
+    assert!(v6.is_ipv6());
+    let totals = |token: &str| {
+        client_datagram(
+            "app",
+            token,
+            100,
+            "sqlalchemy_totals",
+            &[
+                Value::Derive(1),
+                Value::Derive(0),
+                Value::Derive(1),
+                Value::Derive(0),
+            ],
+        )
+    };
+    let s6 = std::net::UdpSocket::bind("[::1]:0").expect("IPv6 loopback");
+    s6.send_to(&totals("1:aaaaaa"), v6).expect("send over IPv6");
+    // `:PORT` is one socket for both families.
+    s6.send_to(
+        &totals("2:bbbbbb"),
+        std::net::SocketAddr::new("::1".parse().expect("ip"), any.port()),
+    )
+    .expect("send");
+    common::sender()
+        .send_to(
+            &totals("3:cccccc"),
+            std::net::SocketAddr::new("127.0.0.1".parse().expect("ip"), any.port()),
+        )
+        .expect("send");
+    let s = common::scrape_until(
+        e.http,
+        "three processes",
+        std::time::Duration::from_secs(10),
+        |s| sqla(s, "sqlalchemy_processes", "h1", "app") == Some(3.0),
+    );
+    assert_eq!(
+        sqla(&s, "sqlalchemy_checkouts_total", "h1", "app"),
+        Some(3.0)
+    );
+    let per_listener = s
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with("sqlalchemy_collectd_exporter_datagrams_received_total") && **v > 0.0
+        })
+        .count();
+    assert_eq!(
+        per_listener, 2,
+        "the [::1] and the :PORT listener each counted their datagrams"
+    );
+}
+
+#[test]
+fn a_datagram_near_64_kib_is_read_whole() {
+    let e = common::start(&[]);
+    let mut enc = Encoder::new();
+    let mut n = 0;
+    // ~140-byte client value lists until the next would pass 65,000 bytes.
+    while enc.len() < 65_000 - 200 {
+        let id = Identity {
+            host: "h1".into(),
+            plugin: "sqlalchemy".into(),
+            plugin_instance: "big".into(),
+            type_: "sqlalchemy_pool".into(),
+            type_instance: format!("{n}:abcdef").as_str().into(),
+        };
+        enc.client_value_list(
+            &id,
+            100,
+            2,
+            &[
+                Value::Gauge(1.0),
+                Value::Gauge(1.0),
+                Value::Gauge(0.0),
+                Value::Gauge(0.0),
+                Value::Gauge(1.0),
+            ],
+        );
+        n += 1;
+    }
+    let datagram = enc.finish().to_vec();
+    assert!(datagram.len() > 64_000, "{}", datagram.len());
+    let s = common::samples(&common::send_and_settle(&e, &[datagram], n));
+    assert_eq!(
+        sqla(&s, "sqlalchemy_processes", "h1", "big"),
+        Some(n as f64)
+    );
+    assert_eq!(
+        sqla(&s, "sqlalchemy_connections_checked_out", "h1", "big"),
+        Some(n as f64)
+    );
 }

@@ -29,14 +29,19 @@ pub fn router(shared: Arc<Shared>, telemetry_path: &str) -> Router {
 }
 
 /// Takes everything a scrape encodes, each lock held only for its copy.
+///
+/// The counters are read before the store: ingest counts a value list as
+/// accepted only after the store holds it, so whatever the counters say was
+/// accepted is in the snapshot too.
 pub fn scrape(shared: &Shared, now: Instant) -> Scrape {
+    let telemetry = shared.telemetry.snapshot();
     let sqla = match shared.sqla.lock() {
         Ok(store) => store.snapshot(now),
         Err(poisoned) => poisoned.into_inner().snapshot(now),
     };
     Scrape {
         sqla,
-        telemetry: shared.telemetry.snapshot(),
+        telemetry,
         build: shared.build.clone(),
     }
 }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct Exporter {
     pub udp: SocketAddr,
     pub http: SocketAddr,
+    /// Every UDP listener, in flag order (`udp` is the first).
+    pub udp_all: Vec<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -51,7 +53,7 @@ pub fn start(args: &[&str]) -> Exporter {
         rt.block_on(async move {
             let bound = server::bind(&config).expect("bind on loopback");
             addr_tx
-                .send((bound.udp_addresses()[0], bound.http_addresses()[0]))
+                .send((bound.udp_addresses(), bound.http_addresses()[0]))
                 .expect("test waits for addresses");
             server::run(bound, &config.telemetry_path, async {
                 let _ = shutdown_rx.await;
@@ -60,10 +62,11 @@ pub fn start(args: &[&str]) -> Exporter {
             .expect("server runs");
         });
     });
-    let (udp, http) = addr_rx.recv().expect("exporter started");
+    let (udp_all, http) = addr_rx.recv().expect("exporter started");
     Exporter {
-        udp,
+        udp: udp_all[0],
         http,
+        udp_all,
         shutdown: Some(shutdown_tx),
         thread: Some(thread),
     }
@@ -220,7 +223,9 @@ pub fn promtool_check(exposition: &[u8]) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("promtool must be installed (Debian package prometheus); run the README's test command");
+        .expect(
+            "promtool must be installed (Debian package prometheus); run the README's test command",
+        );
     child
         .stdin
         .take()
@@ -255,7 +260,12 @@ pub fn golden(name: &str, actual: &str) {
     }
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-    assert_eq!(actual, expected, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
+        path.display()
+    );
 }
 
 pub fn exists(p: &Path) -> bool {
@@ -280,7 +290,10 @@ pub fn send_and_settle(e: &Exporter, datagrams: &[Vec<u8>], value_lists: usize) 
         sum(s, &format!("{P}value_lists_accepted_total"))
             + sum(s, &format!("{P}value_lists_rejected_total"))
     };
-    let (base_judged, base_dgrams) = (judged(&before), sum(&before, &format!("{P}datagrams_received_total")));
+    let (base_judged, base_dgrams) = (
+        judged(&before),
+        sum(&before, &format!("{P}datagrams_received_total")),
+    );
     send_all(e.udp, datagrams);
     let want_dgrams = base_dgrams + datagrams.len() as f64;
     let want_judged = base_judged + value_lists as f64;
@@ -288,10 +301,15 @@ pub fn send_and_settle(e: &Exporter, datagrams: &[Vec<u8>], value_lists: usize) 
     loop {
         let text = scrape(e.http);
         let s = samples(&text);
-        if sum(&s, &format!("{P}datagrams_received_total")) == want_dgrams && judged(&s) == want_judged {
+        if sum(&s, &format!("{P}datagrams_received_total")) == want_dgrams
+            && judged(&s) == want_judged
+        {
             return text;
         }
-        assert!(Instant::now() < deadline, "exporter did not judge {value_lists} value lists:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "exporter did not judge {value_lists} value lists:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
