@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use serde_json::Value as Json;
-use sqlalchemy_collectd_exporter::collectd::{decode, CdTime, DecodeError, Severity, Value};
+use sqlalchemy_collectd_exporter::collectd::{CdTime, DecodeError, Severity, Value, decode};
 
 fn manifest(scenario: &str) -> Json {
     let path = common::testdata(scenario).join("manifest.json");
@@ -56,21 +56,54 @@ fn check(scenario: &str) -> (usize, usize, usize) {
     for d in datagrams {
         let file = d["file"].as_str().expect("file");
         let raw = std::fs::read(common::testdata(scenario).join(file)).expect("datagram file");
-        assert_eq!(raw.len() as u64, d["size"].as_u64().expect("size"), "{scenario}/{file}");
+        assert_eq!(
+            raw.len() as u64,
+            d["size"].as_u64().expect("size"),
+            "{scenario}/{file}"
+        );
         let packet = decode(&Bytes::from(raw)).unwrap_or_else(|e| panic!("{scenario}/{file}: {e}"));
 
         let want = d["value_lists"].as_array().expect("value_lists");
-        assert_eq!(packet.value_lists.len(), want.len(), "{scenario}/{file}: value list count");
+        assert_eq!(
+            packet.value_lists.len(),
+            want.len(),
+            "{scenario}/{file}: value list count"
+        );
         for (i, (got, want)) in packet.value_lists.iter().zip(want).enumerate() {
             let at = format!("{scenario}/{file} value list {i}");
-            assert_eq!(got.id.host.as_str(), want["host"].as_str().expect("host"), "{at}");
-            assert_eq!(got.id.plugin.as_str(), want["plugin"].as_str().expect("plugin"), "{at}");
-            assert_eq!(got.id.plugin_instance.as_str(), want["plugin_instance"].as_str().expect("pi"), "{at}");
-            assert_eq!(got.id.type_.as_str(), want["type"].as_str().expect("type"), "{at}");
-            assert_eq!(got.id.type_instance.as_str(), want["type_instance"].as_str().expect("ti"), "{at}");
+            assert_eq!(
+                got.id.host.as_str(),
+                want["host"].as_str().expect("host"),
+                "{at}"
+            );
+            assert_eq!(
+                got.id.plugin.as_str(),
+                want["plugin"].as_str().expect("plugin"),
+                "{at}"
+            );
+            assert_eq!(
+                got.id.plugin_instance.as_str(),
+                want["plugin_instance"].as_str().expect("pi"),
+                "{at}"
+            );
+            assert_eq!(
+                got.id.type_.as_str(),
+                want["type"].as_str().expect("type"),
+                "{at}"
+            );
+            assert_eq!(
+                got.id.type_instance.as_str(),
+                want["type_instance"].as_str().expect("ti"),
+                "{at}"
+            );
             assert_eq!(got.time, time(want, "time"), "{at}: time");
             assert_eq!(got.interval, time(want, "interval"), "{at}: interval");
-            let values: Vec<Value> = want["values"].as_array().expect("values").iter().map(expected_value).collect();
+            let values: Vec<Value> = want["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(expected_value)
+                .collect();
             assert_eq!(got.values.len(), values.len(), "{at}: value count");
             for (g, w) in got.values.iter().zip(&values) {
                 assert!(same(g, *w), "{at}: got {g:?}, manifest says {w:?}");
@@ -79,21 +112,44 @@ fn check(scenario: &str) -> (usize, usize, usize) {
         }
 
         let want = d["notifications"].as_array().expect("notifications");
-        assert_eq!(packet.notifications.len(), want.len(), "{scenario}/{file}: notification count");
+        assert_eq!(
+            packet.notifications.len(),
+            want.len(),
+            "{scenario}/{file}: notification count"
+        );
         for (got, want) in packet.notifications.iter().zip(want) {
             assert_eq!(got.id.host.as_str(), want["host"].as_str().expect("host"));
-            assert_eq!(got.id.plugin.as_str(), want["plugin"].as_str().expect("plugin"));
-            assert_eq!(got.id.type_instance.as_str(), want["type_instance"].as_str().expect("ti"));
+            assert_eq!(
+                got.id.plugin.as_str(),
+                want["plugin"].as_str().expect("plugin")
+            );
+            assert_eq!(
+                got.id.type_instance.as_str(),
+                want["type_instance"].as_str().expect("ti")
+            );
             assert_eq!(got.time, time(want, "time"));
-            assert_eq!(got.severity, Severity::from_wire(want["severity"].as_u64().expect("severity")));
-            assert_eq!(&got.message[..], want["message"].as_str().expect("message").as_bytes());
+            assert_eq!(
+                got.severity,
+                Severity::from_wire(want["severity"].as_u64().expect("severity"))
+            );
+            assert_eq!(
+                &got.message[..],
+                want["message"].as_str().expect("message").as_bytes()
+            );
             notes += 1;
         }
 
         let signed = d["security"]["signed"].as_bool().expect("signed flag");
-        assert_eq!(packet.signed.is_some(), signed, "{scenario}/{file}: signature part");
+        assert_eq!(
+            packet.signed.is_some(),
+            signed,
+            "{scenario}/{file}: signature part"
+        );
         if let Some(s) = &packet.signed {
-            assert_eq!(&s.username[..], d["security"]["username"].as_str().expect("user").as_bytes());
+            assert_eq!(
+                &s.username[..],
+                d["security"]["username"].as_str().expect("user").as_bytes()
+            );
         }
     }
     (datagrams.len(), lists, notes)
@@ -102,7 +158,9 @@ fn check(scenario: &str) -> (usize, usize, usize) {
 fn summary_count(scenario: &str, key: &str) -> usize {
     let m = manifest(scenario);
     let dgs = m["datagrams"].as_array().expect("datagrams");
-    dgs.iter().map(|d| d[key].as_array().map_or(0, Vec::len)).sum()
+    dgs.iter()
+        .map(|d| d[key].as_array().map_or(0, Vec::len))
+        .sum()
 }
 
 #[test]
@@ -136,7 +194,10 @@ fn collectd_signed_capture_decodes_with_its_signature_part_recognised() {
 #[test]
 fn collectd_notifications_capture_decodes_notifications_and_value_lists() {
     let (_, lists, notes) = check("10_collectd_notifications");
-    assert_eq!(lists, summary_count("10_collectd_notifications", "value_lists"));
+    assert_eq!(
+        lists,
+        summary_count("10_collectd_notifications", "value_lists")
+    );
     assert_eq!(notes, 13);
 }
 
@@ -151,7 +212,10 @@ fn encrypted_capture_is_refused_without_an_auth_file() {
 #[test]
 fn client_encoder_is_byte_identical_to_the_real_client() {
     use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity};
-    for scenario in ["02_sqla_checkout3_return1", "05_sqla_fork_workers_two_programs"] {
+    for scenario in [
+        "02_sqla_checkout3_return1",
+        "05_sqla_fork_workers_two_programs",
+    ] {
         for raw in common::datagrams(scenario) {
             let raw = Bytes::from(raw);
             let vl = decode(&raw).expect("decodes").value_lists.remove(0);
@@ -179,7 +243,12 @@ fn collectd_encoder_round_trips_collectds_own_datagrams() {
         assert_eq!(again.value_lists.len(), packet.value_lists.len());
         for (a, b) in again.value_lists.iter().zip(&packet.value_lists) {
             assert_eq!((&a.id, a.time, a.interval), (&b.id, b.time, b.interval));
-            assert!(a.values.iter().zip(b.values.iter()).all(|(x, y)| same(x, y)));
+            assert!(
+                a.values
+                    .iter()
+                    .zip(b.values.iter())
+                    .all(|(x, y)| same(x, y))
+            );
         }
     }
 }
