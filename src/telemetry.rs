@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::collectd::{DecodeError, Severity};
+use crate::collectd::{DecodeError, Rejection, Severity};
 
 /// Why a whole datagram was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +127,11 @@ impl Telemetry {
     }
 
     pub fn decode_error(&self, e: &DecodeError) {
-        self.datagram_rejected(DatagramReject::Malformed);
+        self.datagram_rejected(match e.rejection() {
+            Rejection::Malformed => DatagramReject::Malformed,
+            Rejection::BadSignature => DatagramReject::BadSignature,
+            Rejection::DecryptFailed => DatagramReject::DecryptFailed,
+        });
         if let Some(i) = DecodeError::KINDS.iter().position(|k| *k == e.kind()) {
             self.decode_errors[i].fetch_add(1, Relaxed);
         }

@@ -6,7 +6,10 @@ mod common;
 
 use bytes::Bytes;
 use serde_json::Value as Json;
-use sqlalchemy_collectd_exporter::collectd::{CdTime, DecodeError, Severity, Value, decode};
+use sqlalchemy_collectd_exporter::collectd::security::{CryptoError, seal};
+use sqlalchemy_collectd_exporter::collectd::{
+    CdTime, DecodeError, Keys, Protection, Severity, Value, decode, decode_with,
+};
 
 fn manifest(scenario: &str) -> Json {
     let path = common::testdata(scenario).join("manifest.json");
@@ -50,6 +53,15 @@ fn same(a: Value, b: Value) -> bool {
 
 /// Checks a scenario; returns (datagrams, value lists, notifications) checked.
 fn check(scenario: &str) -> (usize, usize, usize) {
+    check_with(scenario, None)
+}
+
+fn auth(scenario: &str) -> Keys {
+    Keys::load(&common::testdata(scenario).join("authfile")).expect("authfile")
+}
+
+/// Checks a scenario decoded with `keys`; returns (datagrams, value lists, notifications).
+fn check_with(scenario: &str, keys: Option<&Keys>) -> (usize, usize, usize) {
     let m = manifest(scenario);
     let datagrams = m["datagrams"].as_array().expect("datagrams");
     let (mut lists, mut notes) = (0, 0);
@@ -61,7 +73,20 @@ fn check(scenario: &str) -> (usize, usize, usize) {
             d["size"].as_u64().expect("size"),
             "{scenario}/{file}"
         );
-        let packet = decode(&Bytes::from(raw)).unwrap_or_else(|e| panic!("{scenario}/{file}: {e}"));
+        let packet = decode_with(&Bytes::from(raw), keys)
+            .unwrap_or_else(|e| panic!("{scenario}/{file}: {e}"));
+        let want_protection = match (keys, &d["security"]) {
+            (Some(_), s) if s["encrypted"] == true => Protection::Encrypted,
+            (Some(_), s) if s["signed"] == true => Protection::Signed,
+            _ => Protection::None,
+        };
+        assert!(
+            packet
+                .value_lists
+                .iter()
+                .all(|v| v.protection == want_protection),
+            "{scenario}/{file}: protection"
+        );
 
         let want = d["value_lists"].as_array().expect("value_lists");
         assert_eq!(
@@ -139,16 +164,18 @@ fn check(scenario: &str) -> (usize, usize, usize) {
             notes += 1;
         }
 
-        let signed = d["security"]["signed"].as_bool().expect("signed flag");
+        let security = &d["security"];
+        let protected = security["signed"].as_bool().expect("signed flag")
+            || security["encrypted"].as_bool().expect("encrypted flag");
         assert_eq!(
-            packet.signed.is_some(),
-            signed,
-            "{scenario}/{file}: signature part"
+            packet.username.is_some(),
+            protected,
+            "{scenario}/{file}: user"
         );
-        if let Some(s) = &packet.signed {
+        if let Some(user) = &packet.username {
             assert_eq!(
-                &s.username[..],
-                d["security"]["username"].as_str().expect("user").as_bytes()
+                &user[..],
+                security["username"].as_str().expect("user").as_bytes()
             );
         }
     }
@@ -251,4 +278,112 @@ fn collectd_encoder_round_trips_collectds_own_datagrams() {
             );
         }
     }
+}
+
+#[test]
+fn signed_capture_verifies_with_the_auth_file() {
+    let keys = auth("08_collectd_sign");
+    assert_eq!(check_with("08_collectd_sign", Some(&keys)).1, 278);
+}
+
+#[test]
+fn encrypted_capture_decrypts_with_the_auth_file() {
+    let keys = auth("09_collectd_encrypt");
+    assert_eq!(check_with("09_collectd_encrypt", Some(&keys)), (11, 278, 0));
+}
+
+#[test]
+fn plain_capture_decodes_unprotected_even_with_keys() {
+    let keys = auth("08_collectd_sign");
+    assert_eq!(check_with("07_collectd_plain", Some(&keys)).1, 278);
+}
+
+fn wrong_keys() -> Keys {
+    Keys::parse("alice: queen\n", "test").expect("keys")
+}
+
+#[test]
+fn wrong_password_fails_every_signed_datagram() {
+    for raw in common::datagrams("08_collectd_sign") {
+        let e = decode_with(&Bytes::from(raw), Some(&wrong_keys())).expect_err("wrong password");
+        assert!(
+            matches!(
+                e,
+                DecodeError::Signature {
+                    error: CryptoError::BadSignature,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn wrong_password_fails_every_encrypted_datagram() {
+    for raw in common::datagrams("09_collectd_encrypt") {
+        let e = decode_with(&Bytes::from(raw), Some(&wrong_keys())).expect_err("wrong password");
+        assert!(
+            matches!(
+                e,
+                DecodeError::Decrypt {
+                    error: CryptoError::Checksum,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn tampered_signed_datagram_is_refused() {
+    let keys = auth("08_collectd_sign");
+    let mut raw = common::datagrams("08_collectd_sign").remove(0);
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    let e = decode_with(&Bytes::from(raw), Some(&keys)).expect_err("tampered");
+    assert_eq!(
+        e.to_string(),
+        "signature part at byte 0 (user \"alice\"): HMAC-SHA-256 does not match"
+    );
+}
+
+#[test]
+fn unknown_user_is_refused() {
+    let keys = Keys::parse("bob: builder\n", "test").expect("keys");
+    let raw = common::datagrams("08_collectd_sign").remove(0);
+    let e = decode_with(&Bytes::from(raw), Some(&keys)).expect_err("unknown user");
+    assert!(
+        matches!(
+            e,
+            DecodeError::Signature {
+                error: CryptoError::UnknownUser,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn sealing_reproduces_what_collectd_sends() {
+    // Re-sign collectd's own signed payloads with our sealer: byte-identical.
+    for raw in common::datagrams("08_collectd_sign") {
+        let user_end = 4 + 32 + "alice".len();
+        let again = seal::sign("alice", "wonderland", &raw[user_end..]);
+        assert_eq!(again, raw);
+    }
+    // Encrypt a payload and decrypt it through the decoder.
+    let keys = auth("09_collectd_encrypt");
+    let plain = common::datagrams("07_collectd_plain").remove(0);
+    let sealed = seal::encrypt("alice", "wonderland", [9; 16], &plain);
+    let a = decode_with(&Bytes::from(sealed), Some(&keys)).expect("decrypts");
+    let b = decode(&Bytes::from(plain)).expect("decodes");
+    assert_eq!(a.value_lists.len(), b.value_lists.len());
+    assert!(
+        a.value_lists
+            .iter()
+            .all(|v| v.protection == Protection::Encrypted)
+    );
 }

@@ -7,9 +7,9 @@
 //! before them (collectd only writes a part when it changes). Unknown parts are
 //! skipped. Every length and count is checked before it is used.
 
+use super::security::{CryptoError, Keys, Protection};
 use super::{
-    CdTime, Identity, Notification, Packet, Severity, Signed, Str, ValueList, Values, part,
-    value_type,
+    CdTime, Identity, Notification, Packet, Severity, Str, ValueList, Values, part, value_type,
 };
 use bytes::Bytes;
 
@@ -83,9 +83,30 @@ pub enum DecodeError {
     /// A SIGNATURE part too short to hold its 32-byte HMAC.
     #[error("signature part at byte {offset} has length {part_len}, below 36")]
     SignatureTooShort { offset: usize, part_len: u16 },
-    /// An ENCRYPTION part, and no key to open it.
+    /// An ENCRYPTION part, and no auth file to open it.
     #[error("encrypted part at byte {offset} and no auth file to decrypt it")]
     Encrypted { offset: usize },
+    /// A SIGNATURE part from an unknown user or with a wrong HMAC.
+    #[error("signature part at byte {offset} (user {user:?}): {error}")]
+    Signature {
+        offset: usize,
+        user: String,
+        error: CryptoError,
+    },
+    /// An ENCRYPTION part that does not open: unknown user, wrong password, too short.
+    #[error("encrypted part at byte {offset}: {error}")]
+    Decrypt { offset: usize, error: CryptoError },
+    /// Protected parts nested deeper than collectd ever writes them.
+    #[error("protected part at byte {offset} nested too deep")]
+    TooDeep { offset: usize },
+}
+
+/// The rejection reason a decode error counts under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    Malformed,
+    BadSignature,
+    DecryptFailed,
 }
 
 impl DecodeError {
@@ -105,6 +126,17 @@ impl DecodeError {
             DecodeError::InvalidUtf8 { .. } => "invalid_utf8",
             DecodeError::SignatureTooShort { .. } => "signature_too_short",
             DecodeError::Encrypted { .. } => "encrypted",
+            DecodeError::Signature { .. } => "signature",
+            DecodeError::Decrypt { .. } => "decrypt",
+            DecodeError::TooDeep { .. } => "too_deep",
+        }
+    }
+
+    pub fn rejection(&self) -> Rejection {
+        match self {
+            DecodeError::Signature { .. } => Rejection::BadSignature,
+            DecodeError::Decrypt { .. } | DecodeError::Encrypted { .. } => Rejection::DecryptFailed,
+            _ => Rejection::Malformed,
         }
     }
 
@@ -123,6 +155,9 @@ impl DecodeError {
         "invalid_utf8",
         "signature_too_short",
         "encrypted",
+        "signature",
+        "decrypt",
+        "too_deep",
     ];
 }
 
@@ -135,24 +170,46 @@ struct State {
     severity: u64,
 }
 
-/// Decodes one datagram. The returned strings and values share `datagram`'s
-/// buffer; nothing is copied.
+/// Protected parts may nest (a signed packet inside an encrypted one), but
+/// not without end.
+const MAX_NESTING: usize = 2;
+
+/// Decodes one datagram without keys: signed data is accepted unverified
+/// (as collectd does without an AuthFile), encrypted data is refused.
 pub fn decode(datagram: &Bytes) -> Result<Packet, DecodeError> {
+    decode_with(datagram, None)
+}
+
+/// Decodes one datagram, verifying signatures and opening encrypted parts
+/// with `keys`. Strings and values share `datagram`'s buffer (or the
+/// decrypted payload's); nothing else is copied.
+pub fn decode_with(datagram: &Bytes, keys: Option<&Keys>) -> Result<Packet, DecodeError> {
     if datagram.is_empty() {
         return Err(DecodeError::Empty);
     }
     let mut packet = Packet::default();
+    parse(datagram, keys, Protection::None, 0, &mut packet)?;
+    Ok(packet)
+}
+
+fn parse(
+    buf: &Bytes,
+    keys: Option<&Keys>,
+    protection: Protection,
+    depth: usize,
+    packet: &mut Packet,
+) -> Result<(), DecodeError> {
     let mut state = State::default();
     let mut offset = 0usize;
-    let len = datagram.len();
+    let len = buf.len();
 
     while offset < len {
         let remaining = len - offset;
         if remaining < 4 {
             return Err(DecodeError::TruncatedHeader { offset, remaining });
         }
-        let part_type = u16::from_be_bytes([datagram[offset], datagram[offset + 1]]);
-        let part_len = u16::from_be_bytes([datagram[offset + 2], datagram[offset + 3]]);
+        let part_type = u16::from_be_bytes([buf[offset], buf[offset + 1]]);
+        let part_len = u16::from_be_bytes([buf[offset + 2], buf[offset + 3]]);
         if part_len < 4 {
             return Err(DecodeError::PartTooShort {
                 offset,
@@ -168,7 +225,8 @@ pub fn decode(datagram: &Bytes) -> Result<Packet, DecodeError> {
                 remaining,
             });
         }
-        let body = datagram.slice(offset + 4..offset + usize::from(part_len));
+        let end = offset + usize::from(part_len);
+        let body = buf.slice(offset + 4..end);
         let at = Part {
             offset,
             part_type,
@@ -191,30 +249,70 @@ pub fn decode(datagram: &Bytes) -> Result<Packet, DecodeError> {
                 time: state.time,
                 interval: state.interval,
                 values: at.values(body)?,
+                protection,
             }),
             part::MESSAGE => packet.notifications.push(Notification {
                 id: state.id.clone(),
                 time: state.time,
                 severity: Severity::from_wire(state.severity),
                 message: at.raw_string(body)?,
+                protection,
             }),
             part::SIGNATURE => {
-                // Body: 32-byte HMAC-SHA-256, then the user name. Without an
-                // auth file collectd accepts signed data unverified, and so
-                // does this decoder; verification belongs to the caller.
                 if body.len() < 32 {
                     return Err(DecodeError::SignatureTooShort { offset, part_len });
                 }
-                packet.signed = Some(Signed {
-                    username: body.slice(32..),
-                });
+                let user = body.slice(32..);
+                packet.username = Some(user.clone());
+                let Some(keys) = keys else {
+                    // Without an auth file collectd accepts signed data
+                    // unverified; it counts as unprotected.
+                    offset = end;
+                    continue;
+                };
+                if depth >= MAX_NESTING {
+                    return Err(DecodeError::TooDeep { offset });
+                }
+                let rest = buf.slice(end..);
+                keys.verify(&user, &body[..32], &rest)
+                    .map_err(|e| DecodeError::Signature {
+                        offset,
+                        user: String::from_utf8_lossy(&user).into_owned(),
+                        error: e,
+                    })?;
+                // The signature covers everything after it, which collectd
+                // parses as a packet of its own (fresh state).
+                let inner = protection.max(Protection::Signed);
+                return parse(&rest, Some(keys), inner, depth + 1, packet);
             }
-            part::ENCRYPTION => return Err(DecodeError::Encrypted { offset }),
+            part::ENCRYPTION => {
+                let Some(keys) = keys else {
+                    return Err(DecodeError::Encrypted { offset });
+                };
+                if depth >= MAX_NESTING {
+                    return Err(DecodeError::TooDeep { offset });
+                }
+                let (user, payload) = keys
+                    .decrypt(&body)
+                    .map_err(|e| DecodeError::Decrypt { offset, error: e })?;
+                packet.username = Some(user);
+                if payload.is_empty() {
+                    return Err(DecodeError::Empty);
+                }
+                // A decrypted payload is a packet of its own, with fresh state.
+                parse(
+                    &payload,
+                    Some(keys),
+                    Protection::Encrypted,
+                    depth + 1,
+                    packet,
+                )?;
+            }
             _ => {} // Unknown parts are skipped, as collectd does.
         }
-        offset += usize::from(part_len);
+        offset = end;
     }
-    Ok(packet)
+    Ok(())
 }
 
 /// Where a part sits, for error messages.

@@ -7,9 +7,11 @@
 
 mod decode;
 mod encode;
+pub mod security;
 
-pub use decode::{DecodeError, MAX_STRING_BYTES, decode};
+pub use decode::{DecodeError, MAX_STRING_BYTES, Rejection, decode, decode_with};
 pub use encode::{Encoder, PartState};
+pub use security::{Keys, Protection, SecurityLevel};
 
 use bytes::Bytes;
 
@@ -216,6 +218,8 @@ pub struct ValueList {
     /// Sender's interval; zero when the datagram carried none.
     pub interval: CdTime,
     pub values: Values,
+    /// Whether it arrived signed or encrypted (and verified).
+    pub protection: Protection,
 }
 
 /// collectd notification severities.
@@ -266,12 +270,7 @@ pub struct Notification {
     /// Raw bytes: collectd cuts messages at 255 bytes, which can split a UTF-8
     /// character, so the message is not required to be UTF-8.
     pub message: Bytes,
-}
-
-/// Whether a SIGNATURE part preceded the data (not verified at this layer).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Signed {
-    pub username: Bytes,
+    pub protection: Protection,
 }
 
 /// Everything one datagram carried.
@@ -279,6 +278,6 @@ pub struct Signed {
 pub struct Packet {
     pub value_lists: Vec<ValueList>,
     pub notifications: Vec<Notification>,
-    /// Set when the datagram opened with a SIGNATURE part.
-    pub signed: Option<Signed>,
+    /// The user of the last SIGNATURE or ENCRYPTION part, verified or not.
+    pub username: Option<Bytes>,
 }

@@ -260,12 +260,24 @@ pub fn golden(name: &str, actual: &str) {
     }
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-    assert_eq!(
-        actual,
-        expected,
-        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
-        path.display()
-    );
+    if actual != expected {
+        let (a, e): (Vec<&str>, Vec<&str>) = (actual.lines().collect(), expected.lines().collect());
+        let diff: Vec<String> = e
+            .iter()
+            .filter(|l| !a.contains(l))
+            .map(|l| format!("- {l}"))
+            .chain(
+                a.iter()
+                    .filter(|l| !e.contains(l))
+                    .map(|l| format!("+ {l}")),
+            )
+            .collect();
+        panic!(
+            "{} differs (UPDATE_GOLDEN=1 rewrites it):\n{}",
+            path.display(),
+            diff.join("\n")
+        );
+    }
 }
 
 pub fn exists(p: &Path) -> bool {
