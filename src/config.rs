@@ -2,10 +2,12 @@
 //! conventions (`--web.listen-address`); durations parse with humantime
 //! (`90s`, `1h30m`); addresses accept the Go style `:PORT` for "all interfaces".
 
+use crate::collectd::SecurityLevel;
 use crate::store::Freshness;
 use crate::store::sqlalchemy::Limits;
 use clap::{Parser, ValueEnum};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where to listen.
@@ -125,6 +127,18 @@ pub struct Args {
     #[arg(long = "collectd.udp-buffer", value_name = "BYTES", default_value_t = 8 * MIB)]
     pub udp_buffer: usize,
 
+    /// Least protection data needs to be accepted, as collectd's SecurityLevel: none,
+    /// sign (signed or encrypted) or encrypt. sign and encrypt need --collectd.auth-file.
+    #[arg(long = "collectd.security-level", value_name = "LEVEL", value_enum,
+          default_value_t = SecurityLevel::None)]
+    pub security_level: SecurityLevel,
+
+    /// collectd AuthFile ("user: password" per line) to verify signed and open encrypted
+    /// datagrams; re-read on SIGHUP.
+    #[arg(long = "collectd.auth-file", value_name = "FILE",
+          required_if_eq_any([("security_level", "sign"), ("security_level", "encrypt")]))]
+    pub auth_file: Option<PathBuf>,
+
     /// HTTP address for /metrics (repeatable; IPv4, [IPv6] or :PORT for all).
     #[arg(
         long = "web.listen-address",
@@ -175,6 +189,8 @@ pub struct Args {
 pub struct Config {
     pub collectd_listen: Vec<ListenAddress>,
     pub udp_buffer: usize,
+    pub security_level: SecurityLevel,
+    pub auth_file: Option<PathBuf>,
     pub web_listen: Vec<ListenAddress>,
     pub telemetry_path: String,
     pub freshness: Freshness,
@@ -188,6 +204,8 @@ impl From<Args> for Config {
         Config {
             collectd_listen: a.collectd_listen,
             udp_buffer: a.udp_buffer,
+            security_level: a.security_level,
+            auth_file: a.auth_file,
             web_listen: a.web_listen,
             telemetry_path: a.telemetry_path,
             freshness: Freshness {
@@ -270,6 +288,8 @@ mod tests {
             &["--web.telemetry-path", "metrics"],
             &["--web.telemetry-path", "/-/healthy"],
             &["--log.level", "loud"],
+            &["--collectd.security-level", "sign"],
+            &["--collectd.security-level", "paranoid"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be rejected");
         }

@@ -6,11 +6,11 @@
 //! takes the store lock once for all of them. Bad input is counted by reason
 //! and logged at debug; nothing from the network can stop the loop.
 
-use crate::collectd::{DecodeError, decode};
+use crate::collectd::{DecodeError, Keys, decode_with};
 use crate::route::{Record, SqlaRecord, route};
 use crate::server::Shared;
 use crate::store::Now;
-use crate::telemetry::Listener;
+use crate::telemetry::{DatagramReject, Listener};
 use bytes::{Bytes, BytesMut};
 use std::io;
 use std::net::SocketAddr;
@@ -38,13 +38,27 @@ pub async fn receive(socket: UdpSocket, listener: Arc<Listener>, shared: Arc<Sha
                 continue;
             }
         };
-        handle(buf.split().freeze(), from, &listener, &shared, &mut records);
+        let keys = shared.keys();
+        let keys = keys.as_deref();
+        handle(
+            buf.split().freeze(),
+            from,
+            keys,
+            &listener,
+            &shared,
+            &mut records,
+        );
         for _ in 1..BATCH {
             buf.reserve(MAX_DATAGRAM);
             match socket.try_recv_buf_from(&mut buf) {
-                Ok((_, from)) => {
-                    handle(buf.split().freeze(), from, &listener, &shared, &mut records)
-                }
+                Ok((_, from)) => handle(
+                    buf.split().freeze(),
+                    from,
+                    keys,
+                    &listener,
+                    &shared,
+                    &mut records,
+                ),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => buf.clear(),
             }
@@ -57,6 +71,7 @@ pub async fn receive(socket: UdpSocket, listener: Arc<Listener>, shared: Arc<Sha
 pub fn handle(
     datagram: Bytes,
     from: SocketAddr,
+    keys: Option<&Keys>,
     listener: &Listener,
     shared: &Shared,
     records: &mut Vec<SqlaRecord>,
@@ -64,13 +79,23 @@ pub fn handle(
     let t = &shared.telemetry;
     listener.datagrams.fetch_add(1, Relaxed);
     listener.bytes.fetch_add(datagram.len() as u64, Relaxed);
-    let packet = match decode(&datagram) {
+    let mut packet = match decode_with(&datagram, keys) {
         Ok(p) => p,
         Err(e) => {
             reject_datagram(shared, &e, from);
             return;
         }
     };
+    let level = shared.security_level;
+    let carried = packet.value_lists.len() + packet.notifications.len();
+    packet.value_lists.retain(|v| v.protection.satisfies(level));
+    packet
+        .notifications
+        .retain(|n| n.protection.satisfies(level));
+    if packet.value_lists.len() + packet.notifications.len() < carried {
+        t.datagram_rejected(DatagramReject::BelowSecurityLevel);
+        tracing::debug!(%from, ?level, "data below the security level dropped");
+    }
     for n in &packet.notifications {
         t.notification(n.severity);
         tracing::debug!(

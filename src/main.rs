@@ -42,6 +42,18 @@ fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let bound = server::bind(&config)?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
+        let shared = bound.shared.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                if let Err(e) = shared.reload_auth_file() {
+                    tracing::error!(error = %e, "auth file reload failed; keeping the previous users");
+                }
+            }
+        });
         server::run(bound, &config.telemetry_path, shutdown_signal()).await?;
         Ok(())
     })

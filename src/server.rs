@@ -2,6 +2,8 @@
 //! servers until shutdown. `bind` is separate so that callers (main, tests)
 //! learn the bound addresses and see bind errors before anything runs.
 
+use crate::collectd::SecurityLevel;
+use crate::collectd::security::{AuthFileError, Keys};
 use crate::config::{Config, ListenAddress};
 use crate::exposition::families::BuildInfo;
 use crate::store::sqlalchemy::SqlaStore;
@@ -10,7 +12,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// State shared by the receive loops, the sweep and the scrape handler.
@@ -19,16 +22,50 @@ pub struct Shared {
     pub sqla: Mutex<SqlaStore>,
     pub telemetry: Telemetry,
     pub build: BuildInfo,
+    pub security_level: SecurityLevel,
+    pub auth_file: Option<PathBuf>,
+    /// Replaced whole on reload; readers clone the `Arc` once per batch.
+    keys: RwLock<Option<Arc<Keys>>>,
 }
 
-/// A listener that could not be opened.
+impl Shared {
+    pub fn keys(&self) -> Option<Arc<Keys>> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the auth file (on SIGHUP). A file that does not parse leaves
+    /// the keys in use unchanged.
+    pub fn reload_auth_file(&self) -> Result<(), AuthFileError> {
+        let Some(path) = &self.auth_file else {
+            return Ok(());
+        };
+        let keys = Keys::load(path)?;
+        tracing::info!(path = %path.display(), users = keys.len(), "auth file reloaded");
+        match self.keys.write() {
+            Ok(mut k) => *k = Some(Arc::new(keys)),
+            Err(p) => *p.into_inner() = Some(Arc::new(keys)),
+        }
+        Ok(())
+    }
+}
+
+/// What stops the exporter from starting.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {proto} {address}")]
-pub struct BindError {
-    pub proto: &'static str,
-    pub address: ListenAddress,
-    #[source]
-    pub source: std::io::Error,
+pub enum BindError {
+    /// A listener that could not be opened.
+    #[error("cannot listen on {proto} {address}")]
+    Listen {
+        proto: &'static str,
+        address: ListenAddress,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An auth file that cannot be read or parsed.
+    #[error("auth file")]
+    AuthFile(#[source] AuthFileError),
 }
 
 /// Sockets bound and ready, not yet served.
@@ -53,10 +90,14 @@ impl Bound {
 }
 
 pub fn bind(config: &Config) -> Result<Bound, BindError> {
+    let keys = match &config.auth_file {
+        Some(path) => Some(Arc::new(Keys::load(path).map_err(BindError::AuthFile)?)),
+        None => None,
+    };
     let telemetry = Telemetry::default();
     let mut udp = Vec::new();
     for &address in &config.collectd_listen {
-        let err = |source| BindError {
+        let err = |source| BindError::Listen {
             proto: "udp",
             address,
             source,
@@ -90,7 +131,7 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
     }
     let mut http = Vec::new();
     for &address in &config.web_listen {
-        let err = |source| BindError {
+        let err = |source| BindError::Listen {
             proto: "tcp",
             address,
             source,
@@ -111,6 +152,9 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
             revision: env!("SCE_GIT_REVISION"),
             start_time_unix: crate::store::Now::wall().unix,
         },
+        security_level: config.security_level,
+        auth_file: config.auth_file.clone(),
+        keys: RwLock::new(keys),
     });
     Ok(Bound { udp, http, shared })
 }

@@ -180,3 +180,92 @@ fn unbindable_address_exits_1_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
+    let dir = std::env::temp_dir().join(format!("sce-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let auth = dir.join("authfile");
+    std::fs::write(&auth, "alice: not-the-password\n").expect("write");
+    let r = spawn(&[
+        "--collectd.listen-address",
+        "127.0.0.1:0",
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--collectd.security-level",
+        "encrypt",
+        "--collectd.auth-file",
+        auth.to_str().expect("path"),
+    ]);
+    let udp: SocketAddr = field(&r.wait_for("listening for collectd datagrams"), "listener")
+        .parse()
+        .expect("udp");
+    let http: SocketAddr = field(&r.wait_for("serving metrics over HTTP"), "address")
+        .parse()
+        .expect("http");
+    let encrypted = common::datagrams("09_collectd_encrypt");
+    let rejected =
+        "sqlalchemy_collectd_exporter_datagrams_rejected_total{reason=\"decrypt_failed\"}";
+    common::send_all(udp, &encrypted[..1]);
+    common::scrape_until(http, "a decrypt failure", Duration::from_secs(10), |s| {
+        s.get(rejected) == Some(&1.0)
+    });
+
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &r.child.id().to_string()])
+            .status()
+            .expect("kill")
+    };
+    std::fs::write(&auth, "alice: wonderland\n").expect("write");
+    hup();
+    r.wait_for("auth file reloaded");
+    common::send_all(udp, &encrypted[1..2]);
+    let s = common::scrape_until(
+        http,
+        "decrypted value lists",
+        Duration::from_secs(10),
+        |s| {
+            s.get("sqlalchemy_collectd_exporter_value_lists_received_total")
+                .is_some_and(|v| *v > 0.0)
+        },
+    );
+    assert_eq!(s[rejected], 1.0);
+
+    std::fs::write(&auth, "alice\n").expect("write");
+    hup();
+    let line = r.wait_for("auth file reload failed");
+    assert!(
+        line.contains(&format!("{}:1: expected", auth.display())),
+        "{line}"
+    );
+    common::send_all(udp, &encrypted[2..3]);
+    let s = common::scrape_until(http, "the third datagram", Duration::from_secs(10), |s| {
+        common::sum(s, "sqlalchemy_collectd_exporter_datagrams_received_total") == 3.0
+    });
+    assert_eq!(s[rejected], 1.0, "the old users still decrypt");
+}
+
+#[test]
+fn unreadable_auth_file_exits_1_naming_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("sce-badauth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let auth = dir.join("authfile");
+    std::fs::write(&auth, "# users\nalice wonderland\n").expect("write");
+    let (code, stderr) = fails(&[
+        "--collectd.listen-address",
+        "127.0.0.1:0",
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--collectd.auth-file",
+        auth.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.lines().last().expect("error line"),
+        format!(
+            "error: auth file: {}:2: expected \"user: password\"",
+            auth.display()
+        )
+    );
+}

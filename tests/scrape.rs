@@ -606,3 +606,123 @@ fn a_datagram_near_64_kib_is_read_whole() {
         Some(n as f64)
     );
 }
+
+fn write_auth(dir_name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sce-{dir_name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("authfile");
+    std::fs::write(&path, text).expect("write auth file");
+    path
+}
+
+#[test]
+fn security_level_sign_accepts_signed_and_rejects_plain_and_forged() {
+    let auth = write_auth("sign", "alice: wonderland\n");
+    let auth = auth.to_str().expect("utf-8 path");
+    let e = common::start(&[
+        "--collectd.security-level",
+        "sign",
+        "--collectd.auth-file",
+        auth,
+    ]);
+    let signed = common::datagrams("08_collectd_sign");
+    let plain = common::datagrams("07_collectd_plain");
+    let mut forged = signed[0].clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x01;
+    common::send_all(e.udp, &signed);
+    common::send_all(e.udp, &plain);
+    common::send_all(e.udp, &[forged]);
+    let s = common::scrape_until(
+        e.http,
+        "22 datagrams judged",
+        std::time::Duration::from_secs(10),
+        |s| {
+            common::sum(s, "sqlalchemy_collectd_exporter_datagrams_received_total") == 23.0
+                && common::sum(s, "sqlalchemy_collectd_exporter_value_lists_rejected_total")
+                    == 278.0
+        },
+    );
+    let r = |k: &str| {
+        s[&format!("sqlalchemy_collectd_exporter_datagrams_rejected_total{{reason=\"{k}\"}}")]
+    };
+    assert_eq!((r("below_security_level"), r("bad_signature")), (11.0, 1.0));
+    // Only the signed datagrams' 278 value lists got through (as generic data, not stored yet).
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_value_lists_received_total"],
+        278.0
+    );
+}
+
+#[test]
+fn security_level_encrypt_opens_encrypted_and_rejects_signed() {
+    let auth = write_auth("encrypt", "alice: wonderland\n");
+    let auth = auth.to_str().expect("utf-8 path");
+    let e = common::start(&[
+        "--collectd.security-level",
+        "encrypt",
+        "--collectd.auth-file",
+        auth,
+    ]);
+    common::send_all(e.udp, &common::datagrams("09_collectd_encrypt"));
+    common::send_all(e.udp, &common::datagrams("08_collectd_sign"));
+    let s = common::scrape_until(
+        e.http,
+        "22 datagrams",
+        std::time::Duration::from_secs(10),
+        |s| {
+            common::sum(s, "sqlalchemy_collectd_exporter_datagrams_received_total") == 22.0
+                && s["sqlalchemy_collectd_exporter_value_lists_received_total"] == 278.0
+        },
+    );
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_datagrams_rejected_total{reason=\"below_security_level\"}"],
+        11.0
+    );
+}
+
+#[test]
+fn encrypted_sqlalchemy_data_is_stored() {
+    let auth = write_auth("sqla-encrypt", "app: s3cret\n");
+    let auth = auth.to_str().expect("utf-8 path");
+    let e = common::start(&[
+        "--collectd.security-level",
+        "encrypt",
+        "--collectd.auth-file",
+        auth,
+    ]);
+    let plain = client_datagram(
+        "app",
+        "1:aaaaaa",
+        100,
+        "sqlalchemy_pool",
+        &[
+            Value::Gauge(1.0),
+            Value::Gauge(3.0),
+            Value::Gauge(1.0),
+            Value::Gauge(0.0),
+            Value::Gauge(4.0),
+        ],
+    );
+    let sealed = sqlalchemy_collectd_exporter::collectd::security::seal::encrypt(
+        "app", "s3cret", [3; 16], &plain,
+    );
+    let wrong = sqlalchemy_collectd_exporter::collectd::security::seal::encrypt(
+        "app", "guess", [3; 16], &plain,
+    );
+    let text = common::send_and_settle(&e, &[wrong, plain, sealed], 1);
+    let s = common::samples(&text);
+    assert_eq!(
+        sqla(&s, "sqlalchemy_connections_checked_out", "h1", "app"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_datagrams_rejected_total{reason=\"decrypt_failed\"}"],
+        1.0
+    );
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_datagrams_rejected_total{reason=\"below_security_level\"}"],
+        1.0
+    );
+}
