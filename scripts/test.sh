@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine
-# (promtool from Debian's prometheus package, the real sqlalchemy-collectd
+# (promtool from Debian's prometheus package, the collectd daemon from
+# collectd-core, the real sqlalchemy-collectd
 # client from PyPI in .venv, the crates), then runs every check and test.
 # A test whose peer is missing fails; nothing is skipped.
 set -euo pipefail
@@ -14,6 +15,7 @@ apt_install() {
 }
 
 missing=()
+[ -x /usr/sbin/collectd ] || missing+=(collectd-core)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -89,6 +89,17 @@ fn duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn host_label(s: &str) -> Result<String, String> {
+    let valid = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+        && s != "type";
+    if !valid {
+        return Err(format!("{s:?}: not a usable label name"));
+    }
+    Ok(s.to_owned())
+}
+
 fn telemetry_path(s: &str) -> Result<String, String> {
     if !s.starts_with('/') || s == "/" || s.starts_with("/-/") {
         return Err(format!(
@@ -139,6 +150,16 @@ pub struct Args {
           required_if_eq_any([("security_level", "sign"), ("security_level", "encrypt")]))]
     pub auth_file: Option<PathBuf>,
 
+    /// types.db with the data-source names of generic value lists (repeatable; default the
+    /// system's /usr/share/collectd/types.db when present).
+    #[arg(long = "collectd.typesdb-file", value_name = "FILE")]
+    pub typesdb_files: Vec<PathBuf>,
+
+    /// Label that carries the collectd host of generic series (collectd_exporter uses
+    /// `instance`, which needs honor_labels in Prometheus).
+    #[arg(long = "collectd.host-label", value_name = "NAME", default_value = "instance", value_parser = host_label)]
+    pub host_label: String,
+
     /// HTTP address for /metrics (repeatable; IPv4, [IPv6] or :PORT for all).
     #[arg(
         long = "web.listen-address",
@@ -175,6 +196,14 @@ pub struct Args {
     #[arg(long = "limits.max-programs", value_name = "N", default_value_t = Limits::default().max_programs)]
     pub max_programs: usize,
 
+    /// Most generic collectd value lists tracked; further new ones are rejected and counted.
+    #[arg(
+        long = "limits.max-series",
+        value_name = "N",
+        default_value_t = 1_000_000
+    )]
+    pub max_series: usize,
+
     /// Log level.
     #[arg(long = "log.level", value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -191,6 +220,9 @@ pub struct Config {
     pub udp_buffer: usize,
     pub security_level: SecurityLevel,
     pub auth_file: Option<PathBuf>,
+    pub typesdb_files: Vec<PathBuf>,
+    pub host_label: String,
+    pub max_series: usize,
     pub web_listen: Vec<ListenAddress>,
     pub telemetry_path: String,
     pub freshness: Freshness,
@@ -206,6 +238,9 @@ impl From<Args> for Config {
             udp_buffer: a.udp_buffer,
             security_level: a.security_level,
             auth_file: a.auth_file,
+            typesdb_files: a.typesdb_files,
+            host_label: a.host_label,
+            max_series: a.max_series,
             web_listen: a.web_listen,
             telemetry_path: a.telemetry_path,
             freshness: Freshness {
@@ -290,6 +325,8 @@ mod tests {
             &["--log.level", "loud"],
             &["--collectd.security-level", "sign"],
             &["--collectd.security-level", "paranoid"],
+            &["--collectd.host-label", "9x"],
+            &["--collectd.host-label", "type"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be rejected");
         }

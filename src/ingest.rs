@@ -6,7 +6,7 @@
 //! takes the store lock once for all of them. Bad input is counted by reason
 //! and logged at debug; nothing from the network can stop the loop.
 
-use crate::collectd::{DecodeError, Keys, decode_with};
+use crate::collectd::{DecodeError, Keys, ValueList, decode_with};
 use crate::route::{Record, SqlaRecord, route};
 use crate::server::Shared;
 use crate::store::Now;
@@ -26,7 +26,7 @@ const BATCH: usize = 64;
 
 pub async fn receive(socket: UdpSocket, listener: Arc<Listener>, shared: Arc<Shared>) {
     let mut buf = BytesMut::with_capacity(MAX_DATAGRAM * 4);
-    let mut records: Vec<SqlaRecord> = Vec::with_capacity(BATCH * 2);
+    let mut records = Batch::default();
     loop {
         buf.reserve(MAX_DATAGRAM);
         let from = match socket.recv_buf_from(&mut buf).await {
@@ -74,7 +74,7 @@ pub fn handle(
     keys: Option<&Keys>,
     listener: &Listener,
     shared: &Shared,
-    records: &mut Vec<SqlaRecord>,
+    records: &mut Batch,
 ) {
     let t = &shared.telemetry;
     listener.datagrams.fetch_add(1, Relaxed);
@@ -107,8 +107,8 @@ pub fn handle(
     t.value_lists_received(packet.value_lists.len() as u64);
     for vl in packet.value_lists {
         match route(vl) {
-            Ok(Record::Sqla(r)) => records.push(r),
-            Ok(Record::Generic(_)) => t.value_list_rejected("not_sqlalchemy"),
+            Ok(Record::Sqla(r)) => records.sqla.push(r),
+            Ok(Record::Generic(vl)) => records.generic.push(vl),
             Err(e) => {
                 t.value_list_rejected(e.reason());
                 tracing::debug!(%from, error = %e, "value list rejected");
@@ -122,29 +122,49 @@ fn reject_datagram(shared: &Shared, e: &DecodeError, from: SocketAddr) {
     tracing::debug!(%from, error = %e, "malformed datagram");
 }
 
-/// Applies a batch under one lock, then empties it.
-pub fn apply(shared: &Shared, records: &mut Vec<SqlaRecord>) {
-    if records.is_empty() {
+/// Records of several datagrams, applied to the stores together.
+#[derive(Default)]
+pub struct Batch {
+    pub sqla: Vec<SqlaRecord>,
+    pub generic: Vec<ValueList>,
+}
+
+/// Applies a batch, one lock per store, then empties it.
+pub fn apply(shared: &Shared, batch: &mut Batch) {
+    if batch.sqla.is_empty() && batch.generic.is_empty() {
         return;
     }
     let now = Now::wall();
     let mut rejected = Vec::new();
-    {
+    if !batch.sqla.is_empty() {
         let mut store = match shared.sqla.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        for r in records.iter() {
+        for r in &batch.sqla {
             if let Err(e) = store.apply(r, now) {
                 rejected.push(e);
             }
         }
     }
+    if !batch.generic.is_empty() {
+        let mut store = match shared.generic.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for vl in &batch.generic {
+            if let Err(e) = store.apply(vl, now) {
+                rejected.push(e);
+            }
+        }
+    }
+    let total = batch.sqla.len() + batch.generic.len();
     shared
         .telemetry
-        .value_lists_accepted((records.len() - rejected.len()) as u64);
+        .value_lists_accepted((total - rejected.len()) as u64);
     for e in rejected {
         shared.telemetry.value_list_rejected(e.reason());
     }
-    records.clear();
+    batch.sqla.clear();
+    batch.generic.clear();
 }

@@ -17,3 +17,4 @@ pub mod route;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod typesdb;

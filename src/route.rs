@@ -82,6 +82,9 @@ pub enum RouteError {
         expected: &'static str,
         got: &'static str,
     },
+    /// A value list without a plugin or a type, which cannot be named.
+    #[error("value list without a plugin or a type")]
+    NoPluginOrType,
     /// A NaN or infinite pool gauge, or a negative count.
     #[error("{type_} value {index} is out of range ({value})")]
     OutOfRange {
@@ -96,7 +99,9 @@ impl RouteError {
     pub fn reason(&self) -> &'static str {
         match self {
             RouteError::UnknownType { .. } => "unknown_type",
-            RouteError::ValueCount { .. } | RouteError::ValueType { .. } => "malformed",
+            RouteError::ValueCount { .. }
+            | RouteError::ValueType { .. }
+            | RouteError::NoPluginOrType => "malformed",
             RouteError::OutOfRange { .. } => "invalid_value",
         }
     }
@@ -104,6 +109,9 @@ impl RouteError {
 
 pub fn route(vl: ValueList) -> Result<Record, RouteError> {
     if vl.id.plugin.as_str() != PLUGIN {
+        if vl.id.plugin.is_empty() || vl.id.type_.is_empty() {
+            return Err(RouteError::NoPluginOrType);
+        }
         return Ok(Record::Generic(vl));
     }
     let sample = match vl.id.type_.as_str() {
@@ -257,6 +265,14 @@ mod tests {
     fn unknown_sqlalchemy_type_is_rejected() {
         let e = route(vl("sqlalchemy_bogus", &[Value::Derive(1)])).expect_err("rejected");
         assert_eq!(e.reason(), "unknown_type");
+    }
+
+    #[test]
+    fn generic_value_list_needs_plugin_and_type() {
+        let mut v = vl(TYPE_POOL, &[Value::Gauge(1.0)]);
+        v.id.plugin = "load".into();
+        v.id.type_ = "".into();
+        assert_eq!(route(v).expect_err("rejected").reason(), "malformed");
     }
 
     #[test]

@@ -6,8 +6,10 @@ use crate::collectd::SecurityLevel;
 use crate::collectd::security::{AuthFileError, Keys};
 use crate::config::{Config, ListenAddress};
 use crate::exposition::families::BuildInfo;
+use crate::store::collectd::GenericStore;
 use crate::store::sqlalchemy::SqlaStore;
 use crate::telemetry::{Listener, Telemetry, socket_inode};
+use crate::typesdb::{TypesDb, TypesDbError};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +22,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Shared {
     pub sqla: Mutex<SqlaStore>,
+    pub generic: Mutex<GenericStore>,
+    pub typesdb: TypesDb,
+    pub host_label: String,
     pub telemetry: Telemetry,
     pub build: BuildInfo,
     pub security_level: SecurityLevel,
@@ -66,6 +71,9 @@ pub enum BindError {
     /// An auth file that cannot be read or parsed.
     #[error("auth file")]
     AuthFile(#[source] AuthFileError),
+    /// A types.db that cannot be read or parsed.
+    #[error("types.db")]
+    TypesDb(#[source] TypesDbError),
 }
 
 /// Sockets bound and ready, not yet served.
@@ -94,6 +102,8 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
         Some(path) => Some(Arc::new(Keys::load(path).map_err(BindError::AuthFile)?)),
         None => None,
     };
+    let typesdb = TypesDb::load(&config.typesdb_files).map_err(BindError::TypesDb)?;
+    tracing::info!(types = typesdb.len(), "types.db loaded");
     let telemetry = Telemetry::default();
     let mut udp = Vec::new();
     for &address in &config.collectd_listen {
@@ -146,6 +156,9 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
     }
     let shared = Arc::new(Shared {
         sqla: Mutex::new(SqlaStore::new(config.freshness, config.limits)),
+        generic: Mutex::new(GenericStore::new(config.freshness, config.max_series)),
+        typesdb,
+        host_label: config.host_label.clone(),
         telemetry,
         build: BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
@@ -208,6 +221,10 @@ pub async fn run(
             tick.tick().await;
             let now = Instant::now();
             match sweeper.sqla.lock() {
+                Ok(mut s) => s.sweep(now),
+                Err(p) => p.into_inner().sweep(now),
+            }
+            match sweeper.generic.lock() {
                 Ok(mut s) => s.sweep(now),
                 Err(p) => p.into_inner().sweep(now),
             }

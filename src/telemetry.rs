@@ -44,7 +44,7 @@ impl DatagramReject {
 }
 
 /// Why one value list of an accepted datagram changed nothing.
-pub const VALUE_LIST_REASONS: [&str; 6] = [
+pub const VALUE_LIST_REASONS: [&str; 5] = [
     // Plugin `sqlalchemy` with a type the client does not send.
     "unknown_type",
     // A SQLAlchemy type with the wrong number or kind of values.
@@ -53,10 +53,8 @@ pub const VALUE_LIST_REASONS: [&str; 6] = [
     "invalid_value",
     // Duplicate, reordered or late: not newer than the process's last report.
     "out_of_order",
-    // A new process or program beyond the configured limits.
+    // A new process, program or generic series beyond the configured limits.
     "over_limit",
-    // Not SQLAlchemy data: generic collectd value lists are not stored.
-    "not_sqlalchemy",
 ];
 
 const SEVERITIES: [&str; 4] = ["failure", "warning", "okay", "other"];

@@ -3,6 +3,7 @@
 //! Both output formats implement [`FamilyWriter`], so they cannot disagree on
 //! what is exported. Help texts are static: nothing from a packet goes there.
 
+use crate::store::collectd::GenericSnapshot;
 use crate::store::sqlalchemy::{ProgramSnapshot, Snapshot as SqlaSnapshot};
 use crate::telemetry::TelemetrySnapshot;
 use std::fmt;
@@ -15,9 +16,9 @@ pub enum Kind {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct Family {
-    pub name: &'static str,
-    pub help: &'static str,
+pub struct Family<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
     pub kind: Kind,
 }
 
@@ -40,7 +41,7 @@ pub trait FamilyWriter {
     /// samples. Only called for families with at least one sample.
     fn family(
         &mut self,
-        family: &Family,
+        family: &Family<'_>,
         samples: &mut dyn FnMut(&mut dyn SampleWriter) -> fmt::Result,
     ) -> fmt::Result;
 }
@@ -49,6 +50,7 @@ pub trait FamilyWriter {
 #[derive(Clone, Debug, Default)]
 pub struct Scrape {
     pub sqla: SqlaSnapshot,
+    pub generic: GenericSnapshot,
     pub telemetry: TelemetrySnapshot,
     pub build: BuildInfo,
 }
@@ -60,7 +62,7 @@ pub struct BuildInfo {
     pub start_time_unix: f64,
 }
 
-const fn gauge(name: &'static str, help: &'static str) -> Family {
+const fn gauge(name: &'static str, help: &'static str) -> Family<'static> {
     Family {
         name,
         help,
@@ -68,7 +70,7 @@ const fn gauge(name: &'static str, help: &'static str) -> Family {
     }
 }
 
-const fn counter(name: &'static str, help: &'static str) -> Family {
+const fn counter(name: &'static str, help: &'static str) -> Family<'static> {
     Family {
         name,
         help,
@@ -254,6 +256,25 @@ pub const PROGRAMS_FORGOTTEN: Family = own!(
     "Host/program pairs removed after --forget-after with no live process."
 );
 
+pub const GENERIC_VALUE_LISTS: Family = own!(
+    gauge,
+    "generic_value_lists",
+    "Generic collectd value lists held."
+);
+pub const GENERIC_EXPIRED: Family = own!(
+    counter,
+    "generic_value_lists_expired",
+    "Generic collectd value lists dropped after missing their intervals."
+);
+pub const GENERIC_CONFLICTS: Family = own!(
+    gauge,
+    "generic_conflicts",
+    "Generic samples left out of this scrape to keep it valid, by kind: duplicate_series (the last received is kept), type_mismatch (the family keeps its first type)."
+);
+
+/// Help of every generic collectd family: the name says the rest.
+pub const GENERIC_HELP: &str = "collectd value list, named collectd_<plugin>_<type>[_<data source>] as collectd_exporter does.";
+
 /// Every family name the exporter can serve (for docs and tests).
 pub fn all_names() -> Vec<&'static str> {
     let own = [
@@ -309,7 +330,33 @@ pub fn write(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
             Ok(())
         })?;
     }
+    write_generic(&scrape.generic, w)?;
     write_own(scrape, w)
+}
+
+fn write_generic(g: &GenericSnapshot, w: &mut dyn FamilyWriter) -> fmt::Result {
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(4);
+    for f in &g.families {
+        let family = Family {
+            name: &f.name,
+            help: GENERIC_HELP,
+            kind: f.kind,
+        };
+        w.family(&family, &mut |s| {
+            for (values, number) in &f.samples {
+                labels.clear();
+                labels.extend(
+                    f.label_names
+                        .iter()
+                        .map(String::as_str)
+                        .zip(values.iter().map(String::as_str)),
+                );
+                s.sample(&labels, *number)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 fn write_own(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
@@ -387,13 +434,13 @@ fn write_own(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
     )
 }
 
-fn single(w: &mut dyn FamilyWriter, f: &Family, labels: &Labels<'_>, v: Number) -> fmt::Result {
+fn single(w: &mut dyn FamilyWriter, f: &Family<'_>, labels: &Labels<'_>, v: Number) -> fmt::Result {
     w.family(f, &mut |s| s.sample(labels, v))
 }
 
 fn per_listener(
     w: &mut dyn FamilyWriter,
-    f: &Family,
+    f: &Family<'_>,
     listeners: &[crate::telemetry::ListenerSnapshot],
     value: fn(&crate::telemetry::ListenerSnapshot) -> Option<Number>,
 ) -> fmt::Result {
@@ -409,7 +456,7 @@ fn per_listener(
 
 fn by_reason(
     w: &mut dyn FamilyWriter,
-    f: &Family,
+    f: &Family<'_>,
     label: &str,
     counts: &[(&'static str, u64)],
 ) -> fmt::Result {

@@ -39,8 +39,14 @@ pub fn scrape(shared: &Shared, now: Instant) -> Scrape {
         Ok(store) => store.snapshot(now),
         Err(poisoned) => poisoned.into_inner().snapshot(now),
     };
+    let generic = match shared.generic.lock() {
+        Ok(store) => store.live(now),
+        Err(poisoned) => poisoned.into_inner().live(now),
+    }
+    .resolve(&shared.typesdb, &shared.host_label);
     Scrape {
         sqla,
+        generic,
         telemetry,
         build: shared.build.clone(),
     }

@@ -33,7 +33,7 @@ struct Writer<'a>(DescriptorEncoder<'a>);
 impl FamilyWriter for Writer<'_> {
     fn family(
         &mut self,
-        family: &Family,
+        family: &Family<'_>,
         samples: &mut dyn FnMut(&mut dyn SampleWriter) -> fmt::Result,
     ) -> fmt::Result {
         let metric_type = match family.kind {

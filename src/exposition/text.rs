@@ -26,7 +26,7 @@ struct Samples<'a> {
 impl FamilyWriter for TextWriter<'_> {
     fn family(
         &mut self,
-        family: &Family,
+        family: &Family<'_>,
         samples: &mut dyn FnMut(&mut dyn SampleWriter) -> fmt::Result,
     ) -> fmt::Result {
         let (suffix, kind) = match family.kind {

@@ -2,6 +2,7 @@
 //! receive clock: `Freshness` turns a sender's interval into how long its data
 //! stays live, and how long a program with nothing live is remembered.
 
+pub mod collectd;
 pub mod sqlalchemy;
 
 use crate::collectd::CdTime;

@@ -1,0 +1,629 @@
+//! The generic store: every value list that is not SQLAlchemy's, kept as the
+//! sender sent it and named the way `prometheus/collectd_exporter` names it,
+//! so its users' dashboards keep working:
+//!
+//! * `collectd_<plugin>_<type>[_<dsname>]`, or `collectd_<type>` when plugin
+//!   and type are equal; no suffix for a single data source named `value` (or
+//!   a single value of an unknown type); data-source names from types.db, the
+//!   value's index when the type is unknown; characters outside
+//!   `[a-zA-Z0-9_:]` become `_`;
+//! * COUNTER and DERIVE values are counters (`_total`), GAUGE and ABSOLUTE
+//!   values gauges (ABSOLUTE is a count per interval, reset at every read, so
+//!   it is a level, not a running total);
+//! * labels: `<plugin>` = plugin instance and `type` = type instance, or
+//!   `<plugin>` = type instance when there is no plugin instance; the host in
+//!   the host label (`instance` unless `--collectd.host-label` says otherwise).
+//!
+//! Value lists are stored by identity at ingest (cheap); names and labels are
+//! built at scrape time, where conflicts are resolved so the scrape never
+//! fails (see [`GenericStore::snapshot`]).
+
+use crate::collectd::{CdTime, Value, ValueList};
+use crate::exposition::families::{Kind, Number};
+use crate::store::sqlalchemy::ApplyError;
+use crate::store::{Freshness, Now};
+use crate::typesdb::TypesDb;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::time::Instant;
+
+#[derive(Debug)]
+struct Entry {
+    values: Vec<Value>,
+    time: CdTime,
+    live_until: Instant,
+    received_unix: f64,
+    /// Creation order, so "first seen" is well defined.
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct GenericStore {
+    freshness: Freshness,
+    max_series: usize,
+    /// Key: host, plugin, plugin instance, type, type instance joined by NUL
+    /// (collectd strings end at their first NUL, so none contains one).
+    entries: HashMap<Box<str>, Entry>,
+    next_seq: u64,
+    scratch: String,
+    expired: u64,
+}
+
+/// One exported family of generic series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenericFamily {
+    /// Without `_total`; the encoders add it to counters.
+    pub name: String,
+    pub kind: Kind,
+    /// Every label name used in the family, sorted; a series without one of
+    /// them has it empty (which Prometheus treats as absent).
+    pub label_names: Vec<String>,
+    /// Label values in `label_names` order, and the value; sorted.
+    pub samples: Vec<(Vec<String>, Number)>,
+}
+
+/// Value lists left out of a scrape so that it stays valid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conflicts {
+    /// Samples whose name and labels equal another's: the one received last
+    /// is exported (ties: the larger identity).
+    pub duplicate_series: u64,
+    /// Samples whose family already has the other type: the type of the
+    /// series created first is kept.
+    pub type_mismatch: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenericSnapshot {
+    pub families: Vec<GenericFamily>,
+    pub conflicts: Conflicts,
+    /// Value lists held (live ones; dead ones are dropped at once).
+    pub value_lists: usize,
+    pub expired: u64,
+}
+
+impl GenericStore {
+    pub fn new(freshness: Freshness, max_series: usize) -> Self {
+        GenericStore {
+            freshness,
+            max_series,
+            ..GenericStore::default()
+        }
+    }
+
+    pub fn apply(&mut self, vl: &ValueList, now: Now) -> Result<(), ApplyError> {
+        let id = &vl.id;
+        self.scratch.clear();
+        for (i, s) in [
+            &id.host,
+            &id.plugin,
+            &id.plugin_instance,
+            &id.type_,
+            &id.type_instance,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                self.scratch.push('\0');
+            }
+            self.scratch.push_str(s.as_str());
+        }
+        let live_until = now.at + self.freshness.window(vl.interval);
+        if let Some(e) = self.entries.get_mut(self.scratch.as_str()) {
+            // collectd's own rule: a value not newer than the last is too old.
+            if e.live_until > now.at && !vl.time.is_zero() && vl.time <= e.time {
+                return Err(ApplyError::OutOfOrder);
+            }
+            e.values.clear();
+            e.values.extend(vl.values.iter());
+            e.time = vl.time;
+            e.live_until = live_until;
+            e.received_unix = now.unix;
+            return Ok(());
+        }
+        if self.entries.len() >= self.max_series {
+            self.drop_dead(now.at);
+            if self.entries.len() >= self.max_series {
+                return Err(ApplyError::OverLimit("series"));
+            }
+        }
+        self.next_seq += 1;
+        self.entries.insert(
+            self.scratch.as_str().into(),
+            Entry {
+                values: vl.values.iter().collect(),
+                time: vl.time,
+                live_until,
+                received_unix: now.unix,
+                seq: self.next_seq,
+            },
+        );
+        Ok(())
+    }
+
+    /// Dead value lists are not kept: they carry no counter state of ours.
+    pub fn sweep(&mut self, now: Instant) {
+        self.drop_dead(now);
+    }
+
+    fn drop_dead(&mut self, now: Instant) {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.live_until > now);
+        self.expired += (before - self.entries.len()) as u64;
+    }
+
+    /// Copies what is live at `now`; cheap, so it runs under the lock.
+    /// [`Live::resolve`] builds names and labels after the lock is released.
+    pub fn live(&self, now: Instant) -> Live {
+        let mut entries: Vec<LiveEntry> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.live_until > now)
+            .map(|(k, e)| LiveEntry {
+                key: k.clone(),
+                values: e.values.clone(),
+                received_unix: e.received_unix,
+                seq: e.seq,
+            })
+            .collect();
+        entries.sort_by_key(|e| e.seq);
+        Live {
+            entries,
+            value_lists: self.entries.len(),
+            expired: self.expired,
+        }
+    }
+
+    /// `live` and `resolve` in one, for tests.
+    pub fn snapshot(&self, now: Instant, types: &TypesDb, host_label: &str) -> GenericSnapshot {
+        self.live(now).resolve(types, host_label)
+    }
+}
+
+/// One live value list, copied out of the store.
+#[derive(Clone, Debug)]
+pub struct LiveEntry {
+    key: Box<str>,
+    values: Vec<Value>,
+    received_unix: f64,
+    seq: u64,
+}
+
+/// The live value lists at one moment, in creation order.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    entries: Vec<LiveEntry>,
+    value_lists: usize,
+    expired: u64,
+}
+
+impl Live {
+    /// Names, labels and values of every live value list.
+    ///
+    /// The scrape cannot fail: samples that would share a name and label set
+    /// keep the one received last (ties: the larger identity); a family keeps
+    /// the type of its first series; label names are made consistent within a
+    /// family by leaving missing labels empty. What was left out is counted
+    /// in `conflicts`.
+    pub fn resolve(&self, types: &TypesDb, host_label: &str) -> GenericSnapshot {
+        /// Non-empty labels, sorted.
+        type LabelSet = Vec<(String, String)>;
+        /// The value, when it was received, and whose it is.
+        type Sample<'a> = (Number, f64, &'a str);
+        struct Building<'a> {
+            kind: Kind,
+            series: BTreeMap<LabelSet, Sample<'a>>,
+        }
+        let mut families: BTreeMap<String, Building> = BTreeMap::new();
+        let mut conflicts = Conflicts::default();
+        for e in &self.entries {
+            let key: &str = &e.key;
+            let mut parts = key.split('\0');
+            let mut next = || parts.next().unwrap_or_default();
+            let (host, plugin, plugin_instance, type_, type_instance) =
+                (next(), next(), next(), next(), next());
+            let labels = labels(plugin, plugin_instance, type_instance, host, host_label);
+            let ds_names = types.names(type_, e.values.len());
+            for (i, v) in e.values.iter().enumerate() {
+                let ds = match ds_names {
+                    Some(names) => names[i].as_str(),
+                    None if e.values.len() == 1 => "value",
+                    None => "",
+                };
+                let (kind, number) = match *v {
+                    Value::Gauge(g) => (Kind::Gauge, Number::F64(g)),
+                    Value::Absolute(a) => (Kind::Gauge, Number::U64(a)),
+                    Value::Counter(c) => (Kind::Counter, Number::U64(c)),
+                    Value::Derive(d) => (Kind::Counter, Number::F64(d as f64)),
+                };
+                let name = metric_name(plugin, type_, ds, i);
+                let family = families.entry(name).or_insert_with(|| Building {
+                    kind,
+                    series: BTreeMap::new(),
+                });
+                if family.kind != kind {
+                    conflicts.type_mismatch += 1;
+                    continue;
+                }
+                let sample = (number, e.received_unix, key);
+                match family.series.entry(labels.clone()) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(sample);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut slot) => {
+                        conflicts.duplicate_series += 1;
+                        let (_, received, identity) = *slot.get();
+                        if (e.received_unix, key) > (received, identity) {
+                            slot.insert(sample);
+                        }
+                    }
+                }
+            }
+        }
+
+        let families = families
+            .into_iter()
+            .map(|(name, b)| {
+                let mut label_names: Vec<String> = b
+                    .series
+                    .keys()
+                    .flat_map(|l| l.iter().map(|(n, _)| n.clone()))
+                    .collect();
+                label_names.sort();
+                label_names.dedup();
+                let samples = b
+                    .series
+                    .into_iter()
+                    .map(|(labels, (number, _, _))| {
+                        let values = label_names
+                            .iter()
+                            .map(|n| {
+                                labels
+                                    .iter()
+                                    .find(|(k, _)| k == n)
+                                    .map(|(_, v)| v.clone())
+                                    .unwrap_or_default()
+                            })
+                            .collect();
+                        (values, number)
+                    })
+                    .collect();
+                GenericFamily {
+                    name,
+                    kind: b.kind,
+                    label_names,
+                    samples,
+                }
+            })
+            .collect();
+        GenericSnapshot {
+            families,
+            conflicts,
+            value_lists: self.value_lists,
+            expired: self.expired,
+        }
+    }
+}
+
+/// collectd_exporter's name for value `index` of a value list, without
+/// `_total`. `ds` is the data-source name, or "" when unknown.
+pub fn metric_name(plugin: &str, type_: &str, ds: &str, index: usize) -> String {
+    let mut name = String::with_capacity(10 + plugin.len() + type_.len() + ds.len());
+    name.push_str("collectd_");
+    if plugin != type_ {
+        name.push_str(plugin);
+        name.push('_');
+    }
+    name.push_str(type_);
+    match ds {
+        "value" => {}
+        "" => {
+            let _ = write!(name, "_{index}");
+        }
+        ds => {
+            name.push('_');
+            name.push_str(ds);
+        }
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// collectd_exporter's labels, non-empty ones only, sorted by name.
+pub fn labels(
+    plugin: &str,
+    plugin_instance: &str,
+    type_instance: &str,
+    host: &str,
+    host_label: &str,
+) -> Vec<(String, String)> {
+    let plugin_label = label_name(plugin, host_label);
+    let mut labels = Vec::with_capacity(3);
+    match (plugin_instance.is_empty(), type_instance.is_empty()) {
+        (false, false) => {
+            labels.push((plugin_label, plugin_instance.to_owned()));
+            labels.push(("type".to_owned(), type_instance.to_owned()));
+        }
+        (false, true) => labels.push((plugin_label, plugin_instance.to_owned())),
+        (true, false) => labels.push((plugin_label, type_instance.to_owned())),
+        (true, true) => {}
+    }
+    if !host.is_empty() {
+        labels.push((host_label.to_owned(), host.to_owned()));
+    }
+    labels.sort();
+    labels
+}
+
+/// A plugin name as a label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not reserved
+/// (`__…`), and not one of the other two label names (which would repeat a
+/// label); such names get a `plugin_` prefix.
+pub fn label_name(plugin: &str, host_label: &str) -> String {
+    let mut name: String = plugin
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty()
+        || name.starts_with(|c: char| c.is_ascii_digit())
+        || name.starts_with("__")
+        || name == "type"
+        || name == host_label
+    {
+        name.insert_str(0, "plugin_");
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collectd::{Encoder, Identity, decode};
+    use std::time::Duration;
+
+    fn vl(host: &str, plugin: &str, pi: &str, t: &str, ti: &str, values: &[Value]) -> ValueList {
+        let id = Identity {
+            host: host.into(),
+            plugin: plugin.into(),
+            plugin_instance: pi.into(),
+            type_: t.into(),
+            type_instance: ti.into(),
+        };
+        let raw = Encoder::new()
+            .collectd_value_list(&id, CdTime::from_secs(100), CdTime::from_secs(10), values)
+            .finish();
+        decode(&raw).unwrap().value_lists.remove(0)
+    }
+
+    fn types() -> TypesDb {
+        let mut db = TypesDb::default();
+        db.parse(
+            "if_octets rx:DERIVE:0:U, tx:DERIVE:0:U\ncpu value:DERIVE:0:U\nload shortterm:GAUGE:0:5000, midterm:GAUGE:0:5000, longterm:GAUGE:0:5000\nmemory value:GAUGE:0:U\n",
+            "t",
+        )
+        .unwrap();
+        db
+    }
+
+    fn names(s: &GenericSnapshot) -> Vec<String> {
+        s.families
+            .iter()
+            .flat_map(|f| {
+                f.samples.iter().map(move |(values, _)| {
+                    let labels: Vec<String> = f
+                        .label_names
+                        .iter()
+                        .zip(values)
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|(n, v)| format!("{n}={v}"))
+                        .collect();
+                    let total = if f.kind == Kind::Counter {
+                        "_total"
+                    } else {
+                        ""
+                    };
+                    format!("{}{total}{{{}}}", f.name, labels.join(","))
+                })
+            })
+            .collect()
+    }
+
+    fn store_with(lists: &[ValueList]) -> (GenericStore, Now) {
+        let mut s = GenericStore::new(Freshness::default(), 1000);
+        let now = Now::wall();
+        for l in lists {
+            s.apply(l, now).unwrap();
+        }
+        (s, now)
+    }
+
+    #[test]
+    fn names_follow_collectd_exporter() {
+        let (s, now) = store_with(&[
+            vl("vm", "cpu", "0", "cpu", "idle", &[Value::Derive(5)]),
+            vl(
+                "vm",
+                "interface",
+                "eth0",
+                "if_octets",
+                "",
+                &[Value::Derive(1), Value::Derive(2)],
+            ),
+            vl(
+                "vm",
+                "load",
+                "",
+                "load",
+                "",
+                &[Value::Gauge(0.5), Value::Gauge(0.25), Value::Gauge(0.125)],
+            ),
+            vl("vm", "memory", "", "memory", "used", &[Value::Gauge(1e9)]),
+            vl(
+                "vm",
+                "df",
+                "root",
+                "df_complex",
+                "free",
+                &[Value::Gauge(3.0)],
+            ),
+            vl(
+                "vm",
+                "my-plugin",
+                "",
+                "gauge",
+                "",
+                &[Value::Gauge(1.0), Value::Absolute(4)],
+            ),
+        ]);
+        let snap = s.snapshot(now.at, &types(), "instance");
+        assert_eq!(
+            names(&snap),
+            vec![
+                "collectd_cpu_total{cpu=0,instance=vm,type=idle}",
+                "collectd_df_df_complex{df=root,instance=vm,type=free}",
+                "collectd_interface_if_octets_rx_total{instance=vm,interface=eth0}",
+                "collectd_interface_if_octets_tx_total{instance=vm,interface=eth0}",
+                "collectd_load_longterm{instance=vm}",
+                "collectd_load_midterm{instance=vm}",
+                "collectd_load_shortterm{instance=vm}",
+                "collectd_memory{instance=vm,memory=used}",
+                "collectd_my_plugin_gauge_0{instance=vm}",
+                "collectd_my_plugin_gauge_1{instance=vm}",
+            ]
+        );
+        assert_eq!(snap.conflicts, Conflicts::default());
+    }
+
+    #[test]
+    fn host_label_can_be_renamed() {
+        let (s, now) = store_with(&[vl(
+            "vm",
+            "memory",
+            "",
+            "memory",
+            "used",
+            &[Value::Gauge(1.0)],
+        )]);
+        let snap = s.snapshot(now.at, &types(), "host");
+        assert_eq!(names(&snap), vec!["collectd_memory{host=vm,memory=used}"]);
+    }
+
+    #[test]
+    fn plugin_label_names_are_made_valid_and_never_repeat_a_label() {
+        assert_eq!(label_name("my-plugin.x", "instance"), "my_plugin_x");
+        assert_eq!(label_name("9p", "instance"), "plugin_9p");
+        assert_eq!(label_name("type", "instance"), "plugin_type");
+        assert_eq!(label_name("instance", "instance"), "plugin_instance");
+        assert_eq!(label_name("__name__", "instance"), "plugin___name__");
+    }
+
+    #[test]
+    fn duplicate_series_keep_the_last_received() {
+        // Two plugin names that sanitise alike.
+        let a = vl("vm", "my.app", "", "gauge", "", &[Value::Gauge(1.0)]);
+        let b = vl("vm", "my-app", "", "gauge", "", &[Value::Gauge(2.0)]);
+        let mut s = GenericStore::new(Freshness::default(), 1000);
+        let t0 = Now::wall();
+        s.apply(&a, t0.after(Duration::from_secs(1))).unwrap();
+        s.apply(&b, t0).unwrap();
+        let snap = s.snapshot(t0.at + Duration::from_secs(1), &types(), "instance");
+        assert_eq!(snap.families.len(), 1);
+        assert_eq!(snap.families[0].samples[0].1, Number::F64(1.0));
+        assert_eq!(snap.conflicts.duplicate_series, 1);
+    }
+
+    #[test]
+    fn plugin_instance_and_type_instance_swapped_collide_deterministically() {
+        // {cpu="0"} from a plugin instance and from a type instance: same series.
+        let a = vl("vm", "cpu", "0", "cpu", "", &[Value::Derive(10)]);
+        let b = vl("vm", "cpu", "", "cpu", "0", &[Value::Derive(20)]);
+        let (s, now) = store_with(&[a, b]);
+        let snap = s.snapshot(now.at, &types(), "instance");
+        assert_eq!(names(&snap), vec!["collectd_cpu_total{cpu=0,instance=vm}"]);
+        // Same receive time: the larger identity wins; "vm\0cpu\00\0cpu\0" (the
+        // plugin instance one) sorts after "vm\0cpu\0\0cpu\00".
+        assert_eq!(snap.families[0].samples[0].1, Number::F64(10.0));
+        assert_eq!(snap.conflicts.duplicate_series, 1);
+    }
+
+    #[test]
+    fn a_family_keeps_the_type_of_its_first_series() {
+        let a = vl("vm", "app", "", "thing", "x", &[Value::Gauge(1.0)]);
+        let b = vl("vm", "app", "", "thing", "y", &[Value::Derive(1)]);
+        let c = vl("vm", "app", "", "thing", "z", &[Value::Gauge(3.0)]);
+        let (s, now) = store_with(&[a, b, c]);
+        let snap = s.snapshot(now.at, &TypesDb::default(), "instance");
+        assert_eq!(
+            names(&snap),
+            vec![
+                "collectd_app_thing{app=x,instance=vm}",
+                "collectd_app_thing{app=z,instance=vm}"
+            ]
+        );
+        assert_eq!(snap.conflicts.type_mismatch, 1);
+    }
+
+    #[test]
+    fn label_names_are_consistent_within_a_family() {
+        let a = vl("vm", "cpu", "0", "cpu", "idle", &[Value::Derive(1)]);
+        let b = vl("vm", "cpu", "", "cpu", "", &[Value::Derive(2)]);
+        let (s, now) = store_with(&[a, b]);
+        let snap = s.snapshot(now.at, &types(), "instance");
+        let f = &snap.families[0];
+        assert_eq!(f.label_names, vec!["cpu", "instance", "type"]);
+        assert!(f.samples.iter().all(|(v, _)| v.len() == 3));
+        assert!(f.samples.iter().any(|(v, _)| v == &["", "vm", ""]));
+    }
+
+    #[test]
+    fn value_lists_expire_after_their_own_intervals() {
+        let (mut s, now) = store_with(&[vl(
+            "vm",
+            "memory",
+            "",
+            "memory",
+            "used",
+            &[Value::Gauge(1.0)],
+        )]);
+        // Interval 10 s, three of them.
+        assert_eq!(
+            s.snapshot(now.at + Duration::from_secs(29), &types(), "instance")
+                .families
+                .len(),
+            1
+        );
+        assert!(
+            s.snapshot(now.at + Duration::from_secs(30), &types(), "instance")
+                .families
+                .is_empty()
+        );
+        s.sweep(now.at + Duration::from_secs(30));
+        let snap = s.snapshot(now.at + Duration::from_secs(30), &types(), "instance");
+        assert_eq!((snap.value_lists, snap.expired), (0, 1));
+    }
+
+    #[test]
+    fn older_value_is_refused_and_the_limit_holds() {
+        let mut s = GenericStore::new(Freshness::default(), 1);
+        let now = Now::wall();
+        let mut a = vl("vm", "memory", "", "memory", "used", &[Value::Gauge(1.0)]);
+        s.apply(&a, now).unwrap();
+        a.time = CdTime::from_secs(99);
+        assert_eq!(s.apply(&a, now), Err(ApplyError::OutOfOrder));
+        let b = vl("vm", "memory", "", "memory", "free", &[Value::Gauge(1.0)]);
+        assert_eq!(s.apply(&b, now), Err(ApplyError::OverLimit("series")));
+    }
+}
