@@ -9,6 +9,15 @@ pub const PLUGIN: &str = "sqlalchemy";
 pub const TYPE_POOL: &str = "sqlalchemy_pool";
 pub const TYPE_TOTALS: &str = "sqlalchemy_totals";
 pub const TYPE_TRANSACTIONS: &str = "sqlalchemy_transactions";
+/// The types sqlalchemy-collectd's collectd server plugin forwards: one value
+/// per stat, named by the type instance, already summed per host/program.
+pub const TYPE_RELAY_COUNT: &str = "count";
+pub const TYPE_RELAY_DERIVE: &str = "derive";
+/// The server plugin's per-host aggregate, which PromQL sums instead.
+pub const RELAY_HOST_AGGREGATE: &str = "host";
+/// The process token under which a relayed host/program is kept. collectd
+/// strings end at their first NUL, so no sender can send this token.
+pub const RELAY_TOKEN: &str = "\0relay";
 
 /// One process of one program on one host. The client sends the same process
 /// token for every program name a process uses, so the token alone is not a key.
@@ -29,6 +38,16 @@ pub struct Pool {
     pub connections: f64,
 }
 
+impl Pool {
+    pub fn add(&mut self, other: &Pool) {
+        self.numpools += other.numpools;
+        self.checkedout += other.checkedout;
+        self.checkedin += other.checkedin;
+        self.detached += other.detached;
+        self.connections += other.connections;
+    }
+}
+
 /// Cumulative counts since the process started, in wire order:
 /// `sqlalchemy_totals` (checkouts, invalidated, connects, disconnects) or
 /// `sqlalchemy_transactions` (commits, rollbacks, transactions).
@@ -42,6 +61,31 @@ pub enum Cumulative {
 pub enum Sample {
     Pool(Pool),
     Cumulative(Cumulative),
+    /// One stat of a program as sqlalchemy-collectd's server plugin forwards it.
+    Relay(RelayStat),
+}
+
+/// A relayed stat: the sum over the relaying server's live processes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RelayStat {
+    /// `count`: numpools, checkedout, checkedin, detached, connections (the
+    /// index into [`Pool`]'s fields, in wire order), or numprocs (5).
+    Gauge { index: usize, value: f64 },
+    /// `derive`: checkouts, invalidated, connects, disconnects (index as in
+    /// `Cumulative::Totals`).
+    Counter { index: usize, value: u64 },
+}
+
+impl RelayStat {
+    pub const GAUGES: [&'static str; 6] = [
+        "numpools",
+        "checkedout",
+        "checkedin",
+        "detached",
+        "connections",
+        "numprocs",
+    ];
+    pub const COUNTERS: [&'static str; 4] = ["checkouts", "invalidated", "connects", "disconnects"];
 }
 
 /// A SQLAlchemy value list, checked.
@@ -82,6 +126,9 @@ pub enum RouteError {
         expected: &'static str,
         got: &'static str,
     },
+    /// The relaying server plugin's per-host sum: PromQL sums per host itself.
+    #[error("per-host aggregate of the sqlalchemy-collectd server plugin")]
+    HostAggregate,
     /// A value list without a plugin or a type, which cannot be named.
     #[error("value list without a plugin or a type")]
     NoPluginOrType,
@@ -103,6 +150,7 @@ impl RouteError {
             | RouteError::ValueType { .. }
             | RouteError::NoPluginOrType => "malformed",
             RouteError::OutOfRange { .. } => "invalid_value",
+            RouteError::HostAggregate => "aggregate_ignored",
         }
     }
 }
@@ -115,6 +163,7 @@ pub fn route(vl: ValueList) -> Result<Record, RouteError> {
         return Ok(Record::Generic(vl));
     }
     let sample = match vl.id.type_.as_str() {
+        TYPE_RELAY_COUNT | TYPE_RELAY_DERIVE => return relay(vl),
         TYPE_POOL => Sample::Pool(pool(&vl)?),
         TYPE_TOTALS => Sample::Cumulative(Cumulative::Totals(counts(&vl, TYPE_TOTALS)?)),
         TYPE_TRANSACTIONS => {
@@ -135,6 +184,50 @@ pub fn route(vl: ValueList) -> Result<Record, RouteError> {
         time: vl.time,
         interval: vl.interval,
         sample,
+    }))
+}
+
+/// The server plugin's forwarded form: plugin `sqlalchemy`, type `count` or
+/// `derive`, type instance the stat, plugin instance the program.
+fn relay(vl: ValueList) -> Result<Record, RouteError> {
+    if vl.id.plugin_instance.as_str() == RELAY_HOST_AGGREGATE {
+        return Err(RouteError::HostAggregate);
+    }
+    let stat = vl.id.type_instance.as_str();
+    let unknown = || RouteError::UnknownType {
+        type_: format!("{}-{stat}", vl.id.type_.as_str()),
+    };
+    let stat = if vl.id.type_.as_str() == TYPE_RELAY_COUNT {
+        let index = RelayStat::GAUGES
+            .iter()
+            .position(|s| *s == stat)
+            .ok_or_else(unknown)?;
+        let [value] = numbers(&vl, TYPE_RELAY_COUNT, |i, v| match v {
+            Value::Gauge(g) if g.is_finite() => Ok(g),
+            other => Err(RouteError::OutOfRange {
+                type_: TYPE_RELAY_COUNT,
+                index: i,
+                value: format!("{other:?}"),
+            }),
+        })?;
+        RelayStat::Gauge { index, value }
+    } else {
+        let index = RelayStat::COUNTERS
+            .iter()
+            .position(|s| *s == stat)
+            .ok_or_else(unknown)?;
+        let [value] = counts(&vl, TYPE_RELAY_DERIVE)?;
+        RelayStat::Counter { index, value }
+    };
+    Ok(Record::Sqla(SqlaRecord {
+        key: ProcessKey {
+            host: vl.id.host,
+            program: vl.id.plugin_instance,
+            token: Str::from_static(RELAY_TOKEN),
+        },
+        time: vl.time,
+        interval: vl.interval,
+        sample: Sample::Relay(stat),
     }))
 }
 
@@ -273,6 +366,40 @@ mod tests {
         v.id.plugin = "load".into();
         v.id.type_ = "".into();
         assert_eq!(route(v).expect_err("rejected").reason(), "malformed");
+    }
+
+    #[test]
+    fn relayed_stats_map_to_their_fields() {
+        let mut v = vl(TYPE_RELAY_COUNT, &[Value::Gauge(4.0)]);
+        v.id.type_instance = "connections".into();
+        let Ok(Record::Sqla(r)) = route(v) else {
+            panic!("relay record expected")
+        };
+        assert_eq!(
+            r.sample,
+            Sample::Relay(RelayStat::Gauge {
+                index: 4,
+                value: 4.0
+            })
+        );
+        assert_eq!(r.key.token.as_str(), RELAY_TOKEN);
+        let mut v = vl(TYPE_RELAY_DERIVE, &[Value::Derive(9)]);
+        v.id.type_instance = "invalidated".into();
+        let Ok(Record::Sqla(r)) = route(v) else {
+            panic!("relay record expected")
+        };
+        assert_eq!(
+            r.sample,
+            Sample::Relay(RelayStat::Counter { index: 1, value: 9 })
+        );
+    }
+
+    #[test]
+    fn relayed_host_aggregate_is_ignored() {
+        let mut v = vl(TYPE_RELAY_COUNT, &[Value::Gauge(4.0)]);
+        v.id.plugin_instance = RELAY_HOST_AGGREGATE.into();
+        v.id.type_instance = "connections".into();
+        assert_eq!(route(v), Err(RouteError::HostAggregate));
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl DatagramReject {
 }
 
 /// Why one value list of an accepted datagram changed nothing.
-pub const VALUE_LIST_REASONS: [&str; 5] = [
+pub const VALUE_LIST_REASONS: [&str; 6] = [
     // Plugin `sqlalchemy` with a type the client does not send.
     "unknown_type",
     // A SQLAlchemy type with the wrong number or kind of values.
@@ -55,6 +55,8 @@ pub const VALUE_LIST_REASONS: [&str; 5] = [
     "out_of_order",
     // A new process, program or generic series beyond the configured limits.
     "over_limit",
+    // The per-host sum relayed by sqlalchemy-collectd's server plugin.
+    "aggregate_ignored",
 ];
 
 const SEVERITIES: [&str; 4] = ["failure", "warning", "okay", "other"];

@@ -17,7 +17,7 @@
 //!   until `forget_after`, then is removed.
 
 use crate::collectd::{CdTime, HR_PER_SECOND};
-use crate::route::{Cumulative, Pool, ProcessKey, Sample, SqlaRecord};
+use crate::route::{Cumulative, Pool, ProcessKey, RelayStat, Sample, SqlaRecord};
 use crate::store::{Freshness, Now};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -81,6 +81,35 @@ struct Process {
     pool: Option<(CdTime, Pool)>,
     totals: Option<(CdTime, [u64; 4])>,
     transactions: Option<(CdTime, [u64; 3])>,
+    /// Set for a host/program relayed by sqlalchemy-collectd's server plugin.
+    relay: Option<Box<Relay>>,
+}
+
+/// A relayed host/program: stats arrive one value list each, already summed
+/// over the relaying server's live processes.
+#[derive(Debug, Default)]
+struct Relay {
+    /// numpools, checkedout, checkedin, detached, connections, numprocs.
+    gauges: [Option<(CdTime, f64)>; 6],
+    /// Last relayed sum of checkouts, invalidated, connects, disconnects.
+    counters: [Option<(CdTime, u64)>; 4],
+}
+
+impl Relay {
+    fn pool(&self) -> Pool {
+        let g = |i: usize| self.gauges[i].map_or(0.0, |(_, v)| v);
+        Pool {
+            numpools: g(0),
+            checkedout: g(1),
+            checkedin: g(2),
+            detached: g(3),
+            connections: g(4),
+        }
+    }
+
+    fn processes(&self) -> u64 {
+        self.gauges[5].map_or(0.0, |(_, v)| v).max(0.0) as u64
+    }
 }
 
 #[derive(Debug)]
@@ -192,6 +221,7 @@ impl SqlaStore {
                     pool: None,
                     totals: None,
                     transactions: None,
+                    relay: None,
                 }),
         };
 
@@ -209,6 +239,26 @@ impl SqlaStore {
                 let old = newer(&process.transactions, time)?;
                 add_deltas(program.transactions.get_or_insert([0; 3]), old, new);
                 process.transactions = Some((time, *new));
+            }
+            Sample::Relay(stat) => {
+                let relay = process.relay.get_or_insert_with(Box::default);
+                match *stat {
+                    RelayStat::Gauge { index, value } => {
+                        let slot = &mut relay.gauges[index];
+                        newer(slot, time)?;
+                        *slot = Some((time, value));
+                    }
+                    RelayStat::Counter { index, value } => {
+                        let slot = &mut relay.counters[index];
+                        let old = newer(slot, time)?;
+                        // A relayed sum drops when a process leaves the
+                        // relaying server's aggregate: nothing was undone, so
+                        // the sum is re-based instead of counted as a reset.
+                        let delta = value.saturating_sub(old.unwrap_or(0));
+                        program.totals[index] = program.totals[index].saturating_add(delta);
+                        *slot = Some((time, value));
+                    }
+                }
             }
         }
 
@@ -322,13 +372,14 @@ impl SqlaStore {
                 let mut pool = Pool::default();
                 let mut processes = 0;
                 for p in program.processes.values().filter(|p| p.live_until > now) {
+                    if let Some(relay) = &p.relay {
+                        processes += relay.processes();
+                        pool.add(&relay.pool());
+                        continue;
+                    }
                     processes += 1;
                     if let Some((_, g)) = &p.pool {
-                        pool.numpools += g.numpools;
-                        pool.checkedout += g.checkedout;
-                        pool.checkedin += g.checkedin;
-                        pool.detached += g.detached;
-                        pool.connections += g.connections;
+                        pool.add(g);
                     }
                 }
                 programs.push(ProgramSnapshot {
@@ -696,6 +747,59 @@ mod tests {
         };
         s.apply(&tx, t0).unwrap();
         assert_eq!(one(&s, t0.at).transactions, Some([4, 1, 5]));
+    }
+
+    fn relay_rec(t: u64, stat: RelayStat) -> SqlaRecord {
+        SqlaRecord {
+            key: ProcessKey {
+                host: "vm".into(),
+                program: "app".into(),
+                token: crate::collectd::Str::from_static(crate::route::RELAY_TOKEN),
+            },
+            time: CdTime::from_secs(t),
+            interval: CdTime::from_secs(10),
+            sample: Sample::Relay(stat),
+        }
+    }
+
+    #[test]
+    fn relayed_program_takes_its_process_count_and_gauges_from_the_relay() {
+        let mut s = store();
+        let t0 = Now::wall();
+        let g = |index, value| RelayStat::Gauge { index, value };
+        for (i, v) in [2.0, 3.0, 1.0, 0.0, 4.0, 2.0].into_iter().enumerate() {
+            s.apply(&relay_rec(100, g(i, v)), t0).unwrap();
+        }
+        let p = one(&s, t0.at);
+        assert_eq!(
+            (
+                p.processes,
+                p.pool.checkedout,
+                p.pool.connections,
+                p.pool.numpools
+            ),
+            (2, 3.0, 4.0, 2.0)
+        );
+        // Live for 3 of the relay's 10 s intervals.
+        assert_eq!(one(&s, t0.at + 30 * S).processes, 0);
+        // The same stat at the same time again is a duplicate.
+        assert_eq!(
+            s.apply(&relay_rec(100, g(1, 9.0)), t0),
+            Err(ApplyError::OutOfOrder)
+        );
+    }
+
+    #[test]
+    fn relayed_sum_that_drops_is_rebased_not_reset() {
+        let mut s = store();
+        let t0 = Now::wall();
+        let c = |value| RelayStat::Counter { index: 0, value };
+        s.apply(&relay_rec(100, c(10)), t0).unwrap();
+        s.apply(&relay_rec(110, c(15)), t0).unwrap();
+        // A process left the relaying server's sum: 15 → 6.
+        s.apply(&relay_rec(120, c(6)), t0).unwrap();
+        s.apply(&relay_rec(130, c(8)), t0).unwrap();
+        assert_eq!(one(&s, t0.at).totals[0], 17);
     }
 
     #[test]
