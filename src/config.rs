@@ -89,6 +89,13 @@ fn duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn push_path(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    telemetry_path(s)
+}
+
 fn host_label(s: &str) -> Result<String, String> {
     let valid = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -172,6 +179,12 @@ pub struct Args {
     #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics", value_parser = telemetry_path)]
     pub telemetry_path: String,
 
+    /// Path that accepts collectd's write_http plugin (Format "JSON") by POST; empty
+    /// disables it.
+    #[arg(long = "web.collectd-push-path", value_name = "PATH", default_value = "/collectd-post",
+          value_parser = push_path)]
+    pub push_path: String,
+
     /// A process is dead after missing this many of its own report intervals.
     #[arg(long = "stale-intervals", value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "stale_after")]
@@ -225,6 +238,8 @@ pub struct Config {
     pub max_series: usize,
     pub web_listen: Vec<ListenAddress>,
     pub telemetry_path: String,
+    /// Empty when disabled.
+    pub push_path: String,
     pub freshness: Freshness,
     pub limits: Limits,
     pub log_level: LogLevel,
@@ -243,6 +258,7 @@ impl From<Args> for Config {
             max_series: a.max_series,
             web_listen: a.web_listen,
             telemetry_path: a.telemetry_path,
+            push_path: a.push_path,
             freshness: Freshness {
                 stale_intervals: a.stale_intervals,
                 stale_after: a.stale_after,

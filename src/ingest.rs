@@ -104,17 +104,15 @@ pub fn handle(
             message = %String::from_utf8_lossy(&n.message), "notification"
         );
     }
-    t.value_lists_received(packet.value_lists.len() as u64);
-    for vl in packet.value_lists {
-        match route(vl) {
-            Ok(Record::Sqla(r)) => records.sqla.push(r),
-            Ok(Record::Generic(vl)) => records.generic.push(vl),
-            Err(e) => {
-                t.value_list_rejected(e.reason());
-                tracing::debug!(%from, error = %e, "value list rejected");
-            }
-        }
-    }
+    records.route(packet.value_lists, shared, &from);
+}
+
+/// Value lists that arrived another way than a datagram (write_http JSON):
+/// routed and applied at once.
+pub fn ingest_value_lists(shared: &Shared, value_lists: Vec<ValueList>, from: &str) {
+    let mut batch = Batch::default();
+    batch.route(value_lists, shared, &from);
+    apply(shared, &mut batch);
 }
 
 fn reject_datagram(shared: &Shared, e: &DecodeError, from: SocketAddr) {
@@ -127,6 +125,30 @@ fn reject_datagram(shared: &Shared, e: &DecodeError, from: SocketAddr) {
 pub struct Batch {
     pub sqla: Vec<SqlaRecord>,
     pub generic: Vec<ValueList>,
+}
+
+impl Batch {
+    /// Sorts value lists into the batch; the ones that cannot be stored are
+    /// counted by reason.
+    fn route(
+        &mut self,
+        value_lists: Vec<ValueList>,
+        shared: &Shared,
+        from: &dyn std::fmt::Display,
+    ) {
+        let t = &shared.telemetry;
+        t.value_lists_received(value_lists.len() as u64);
+        for vl in value_lists {
+            match route(vl) {
+                Ok(Record::Sqla(r)) => self.sqla.push(r),
+                Ok(Record::Generic(vl)) => self.generic.push(vl),
+                Err(e) => {
+                    t.value_list_rejected(e.reason());
+                    tracing::debug!(%from, error = %e, "value list rejected");
+                }
+            }
+        }
+    }
 }
 
 /// Applies a batch, one lock per store, then empties it.

@@ -13,6 +13,7 @@ pub mod collectd;
 pub mod config;
 pub mod exposition;
 pub mod ingest;
+pub mod push;
 pub mod route;
 pub mod server;
 pub mod store;

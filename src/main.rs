@@ -54,7 +54,13 @@ fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
         });
-        server::run(bound, &config.telemetry_path, shutdown_signal()).await?;
+        server::run(
+            bound,
+            &config.telemetry_path,
+            &config.push_path,
+            shutdown_signal(),
+        )
+        .await?;
         Ok(())
     })
 }

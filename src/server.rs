@@ -205,6 +205,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub async fn run(
     bound: Bound,
     telemetry_path: &str,
+    push_path: &str,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let shared = bound.shared;
@@ -230,7 +231,7 @@ pub async fn run(
             }
         }
     });
-    let router = crate::exposition::router(shared.clone(), telemetry_path);
+    let router = crate::exposition::router(shared.clone(), telemetry_path, push_path);
     for listener in bound.http {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let router = router.clone();

@@ -84,7 +84,11 @@ pub struct Telemetry {
     value_lists_accepted: AtomicU64,
     value_lists_rejected: [AtomicU64; VALUE_LIST_REASONS.len()],
     notifications: [AtomicU64; SEVERITIES.len()],
+    push_requests: [AtomicU64; PUSH_CODES.len()],
 }
+
+/// Status codes the write_http endpoint answers with.
+pub const PUSH_CODES: [u16; 4] = [200, 400, 403, 413];
 
 /// A copy of every counter, taken at scrape time.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -96,6 +100,8 @@ pub struct TelemetrySnapshot {
     pub value_lists_accepted: u64,
     pub value_lists_rejected: Vec<(&'static str, u64)>,
     pub notifications: Vec<(&'static str, u64)>,
+    /// write_http requests by status code.
+    pub push_requests: Vec<(&'static str, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +165,12 @@ impl Telemetry {
         }
     }
 
+    pub fn push_request(&self, code: u16) {
+        if let Some(i) = PUSH_CODES.iter().position(|c| *c == code) {
+            self.push_requests[i].fetch_add(1, Relaxed);
+        }
+    }
+
     pub fn snapshot(&self) -> TelemetrySnapshot {
         let listeners = self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
         let drops = kernel_drops();
@@ -184,6 +196,7 @@ impl Telemetry {
             value_lists_accepted: self.value_lists_accepted.load(Relaxed),
             value_lists_rejected: zip(VALUE_LIST_REASONS, &self.value_lists_rejected),
             notifications: zip(SEVERITIES, &self.notifications),
+            push_requests: zip(["200", "400", "403", "413"], &self.push_requests),
         }
     }
 }

@@ -804,3 +804,77 @@ fn collectd_capture_is_exported_with_collectd_exporter_names() {
     );
     common::promtool_check(&om.body);
 }
+
+const WRITE_HTTP_BODY: &str = r#"[
+ {"values":[0.25,0.5,0.75],"dstypes":["gauge","gauge","gauge"],"dsnames":["shortterm","midterm","longterm"],"time":1795289844.125,"interval":10.000,"host":"web1","plugin":"load","plugin_instance":"","type":"load","type_instance":""},
+ {"values":[1234],"dstypes":["derive"],"dsnames":["value"],"time":1795289844.125,"interval":10.000,"host":"web1","plugin":"cpu","plugin_instance":"0","type":"cpu","type_instance":"idle"},
+ {"values":[3],"dstypes":["gauge"],"dsnames":["value"],"time":1795289844.125,"interval":10.000,"host":"web1","plugin":"sqlalchemy","plugin_instance":"api","type":"count","type_instance":"checkedout"}
+]"#;
+
+#[test]
+fn write_http_json_is_accepted_on_the_push_path() {
+    let e = common::start(&["--collectd.typesdb-file", "/usr/share/collectd/types.db"]);
+    let (code, text) = common::post(e.http, "/collectd-post", WRITE_HTTP_BODY.as_bytes());
+    assert_eq!((code, text.as_str()), (200, "received 3 value lists\n"));
+    let s = common::samples(&common::scrape(e.http));
+    assert_eq!(s["collectd_load_midterm{instance=\"web1\"}"], 0.5);
+    assert_eq!(
+        s["collectd_cpu_total{cpu=\"0\",instance=\"web1\",type=\"idle\"}"],
+        1234.0
+    );
+    // A relayed sqlalchemy-collectd stat lands in the SQLAlchemy families.
+    assert_eq!(
+        sqla(&s, "sqlalchemy_connections_checked_out", "web1", "api"),
+        Some(3.0)
+    );
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_http_push_requests_total{code=\"200\"}"],
+        1.0
+    );
+}
+
+#[test]
+fn write_http_errors_are_clear_4xx() {
+    let e = common::start(&[]);
+    let (code, text) = common::post(e.http, "/collectd-post", b"[{\"values\":[1]}]");
+    assert_eq!(code, 400);
+    assert!(
+        text.starts_with("not collectd write_http JSON: missing field `dstypes`"),
+        "{text}"
+    );
+    let huge = vec![b' '; 9 << 20];
+    let (code, _) = common::post(e.http, "/collectd-post", &huge);
+    assert_eq!(code, 413);
+    let s = common::samples(&common::scrape(e.http));
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_http_push_requests_total{code=\"400\"}"],
+        1.0
+    );
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_http_push_requests_total{code=\"413\"}"],
+        1.0
+    );
+    assert_eq!(s["sqlalchemy_collectd_exporter_generic_value_lists"], 0.0);
+}
+
+#[test]
+fn write_http_is_refused_above_security_level_none_and_can_be_disabled() {
+    let auth = write_auth("push", "alice: wonderland\n");
+    let e = common::start(&[
+        "--collectd.security-level",
+        "sign",
+        "--collectd.auth-file",
+        auth.to_str().expect("path"),
+    ]);
+    let (code, text) = common::post(e.http, "/collectd-post", WRITE_HTTP_BODY.as_bytes());
+    assert_eq!(
+        (code, text.as_str()),
+        (
+            403,
+            "collectd security level Sign accepts only signed or encrypted datagrams\n"
+        )
+    );
+    let e = common::start(&["--web.collectd-push-path", ""]);
+    let (code, _) = common::post(e.http, "/collectd-post", WRITE_HTTP_BODY.as_bytes());
+    assert_eq!(code, 404);
+}

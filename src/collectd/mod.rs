@@ -7,6 +7,7 @@
 
 mod decode;
 mod encode;
+pub mod json;
 pub mod security;
 
 pub use decode::{DecodeError, MAX_STRING_BYTES, Rejection, decode, decode_with};
@@ -116,6 +117,21 @@ impl Values {
     pub(crate) fn from_checked(raw: Bytes) -> Self {
         debug_assert_eq!(raw.len() % 9, 0);
         Values { raw }
+    }
+
+    /// Wire form of `values`, for value lists that arrive another way than
+    /// a VALUES part (write_http JSON).
+    pub fn new(values: &[Value]) -> Self {
+        let mut raw = Vec::with_capacity(values.len() * 9);
+        raw.extend(values.iter().map(|v| v.type_code()));
+        for v in values {
+            match *v {
+                Value::Counter(n) | Value::Absolute(n) => raw.extend_from_slice(&n.to_be_bytes()),
+                Value::Gauge(g) => raw.extend_from_slice(&g.to_le_bytes()),
+                Value::Derive(d) => raw.extend_from_slice(&d.to_be_bytes()),
+            }
+        }
+        Values { raw: raw.into() }
     }
 
     pub fn len(&self) -> usize {

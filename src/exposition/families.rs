@@ -256,6 +256,11 @@ pub const PROGRAMS_FORGOTTEN: Family = own!(
     "Host/program pairs removed after --forget-after with no live process."
 );
 
+pub const PUSH_REQUESTS: Family = own!(
+    counter,
+    "http_push_requests",
+    "collectd write_http JSON requests, by status code."
+);
 pub const GENERIC_VALUE_LISTS: Family = own!(
     gauge,
     "generic_value_lists",
@@ -297,6 +302,10 @@ pub fn all_names() -> Vec<&'static str> {
         PROCESSES_EXPIRED,
         PROCESSES_FORGOTTEN,
         PROGRAMS_FORGOTTEN,
+        PUSH_REQUESTS,
+        GENERIC_VALUE_LISTS,
+        GENERIC_EXPIRED,
+        GENERIC_CONFLICTS,
     ];
     debug_assert!(own.iter().all(|f| f.name.starts_with(P)));
     SQLALCHEMY
@@ -403,6 +412,7 @@ fn write_own(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
     )?;
     by_reason(w, &VALUE_LISTS_REJECTED, "reason", &t.value_lists_rejected)?;
     by_reason(w, &NOTIFICATIONS, "severity", &t.notifications)?;
+    by_reason(w, &PUSH_REQUESTS, "code", &t.push_requests)?;
 
     let s = &scrape.sqla;
     single(w, &PROCESSES, &[], Number::U64(s.live_processes()))?;
@@ -431,6 +441,24 @@ fn write_own(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
         &PROGRAMS_FORGOTTEN,
         &[],
         Number::U64(s.stats.programs_forgotten),
+    )?;
+
+    let g = &scrape.generic;
+    single(
+        w,
+        &GENERIC_VALUE_LISTS,
+        &[],
+        Number::U64(g.value_lists as u64),
+    )?;
+    single(w, &GENERIC_EXPIRED, &[], Number::U64(g.expired))?;
+    by_reason(
+        w,
+        &GENERIC_CONFLICTS,
+        "kind",
+        &[
+            ("duplicate_series", g.conflicts.duplicate_series),
+            ("type_mismatch", g.conflicts.type_mismatch),
+        ],
     )
 }
 

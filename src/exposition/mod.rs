@@ -12,14 +12,18 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use families::Scrape;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub fn router(shared: Arc<Shared>, telemetry_path: &str) -> Router {
+pub fn router(shared: Arc<Shared>, telemetry_path: &str, push_path: &str) -> Router {
     let landing = landing_page(telemetry_path);
-    Router::new()
+    let mut router = Router::new();
+    if !push_path.is_empty() && push_path != telemetry_path {
+        router = router.route(push_path, post(crate::push::collectd_post));
+    }
+    router
         .route(telemetry_path, get(metrics))
         .route("/", get(move || async move { Html(landing) }))
         .route("/-/healthy", get(|| async { "OK\n" }))

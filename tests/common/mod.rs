@@ -55,7 +55,7 @@ pub fn start(args: &[&str]) -> Exporter {
             addr_tx
                 .send((bound.udp_addresses(), bound.http_addresses()[0]))
                 .expect("test waits for addresses");
-            server::run(bound, &config.telemetry_path, async {
+            server::run(bound, &config.telemetry_path, &config.push_path, async {
                 let _ = shutdown_rx.await;
             })
             .await
@@ -324,4 +324,21 @@ pub fn send_and_settle(e: &Exporter, datagrams: &[Vec<u8>], value_lists: usize) 
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// POSTs `body`; returns the status and the response text.
+pub fn post(http: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut resp = agent
+        .post(format!("http://{http}{path}"))
+        .header("Content-Type", "application/json")
+        .send(body)
+        .expect("HTTP request");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, text)
 }

@@ -1,0 +1,53 @@
+//! `POST /collectd-post` (`--web.collectd-push-path`): collectd's write_http
+//! plugin in JSON format. The body is parsed whole (up to
+//! [`MAX_PUSH_BYTES`]) and goes through the same routing, stores and limits
+//! as datagrams; a body that is not valid collectd JSON is refused whole with
+//! a 400 that says what was wrong.
+
+use crate::collectd::{SecurityLevel, json};
+use crate::server::Shared;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+/// write_http sends at most its `BufferSize` (4 KiB by default) per request;
+/// 8 MiB leaves room for any sane configuration and bounds memory.
+pub const MAX_PUSH_BYTES: usize = 8 << 20;
+
+pub async fn collectd_post(State(shared): State<Arc<Shared>>, body: Body) -> Response {
+    let (code, message) = handle(&shared, body).await;
+    shared.telemetry.push_request(code.as_u16());
+    (code, message).into_response()
+}
+
+async fn handle(shared: &Shared, body: Body) -> (StatusCode, String) {
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_PUSH_BYTES).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {MAX_PUSH_BYTES} bytes\n"),
+        );
+    };
+    if shared.security_level != SecurityLevel::None {
+        // write_http data is neither signed nor encrypted.
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "collectd security level {:?} accepts only signed or encrypted datagrams\n",
+                shared.security_level
+            ),
+        );
+    }
+    match json::parse(&bytes) {
+        Ok(value_lists) => {
+            let n = value_lists.len();
+            crate::ingest::ingest_value_lists(shared, value_lists, "write_http");
+            (StatusCode::OK, format!("received {n} value lists\n"))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "write_http body rejected");
+            (StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
+    }
+}
