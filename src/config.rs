@@ -132,13 +132,20 @@ const MIB: usize = 1 << 20;
     max_term_width = 100
 )]
 pub struct Args {
-    /// UDP address for collectd datagrams (repeatable; IPv4, [IPv6] or :PORT for all).
+    /// UDP address for collectd datagrams (repeatable; IPv4, [IPv6] or :PORT for all). A
+    /// multicast address (collectd's default groups are 239.192.74.66 and
+    /// [ff18::efc0:4a42]) joins the group.
     #[arg(
         long = "collectd.listen-address",
         value_name = "ADDR",
         default_value = "0.0.0.0:25827"
     )]
     pub collectd_listen: Vec<ListenAddress>,
+
+    /// Network interface on which multicast listen addresses join their group (e.g. eth0);
+    /// by default the kernel picks one by its routes.
+    #[arg(long = "collectd.multicast-interface", value_name = "NAME")]
+    pub multicast_interface: Option<String>,
 
     /// Receive buffer (SO_RCVBUF) to ask for on each UDP socket, in bytes; 0 keeps the
     /// kernel default. The size granted is logged and exported.
@@ -231,6 +238,7 @@ pub struct Args {
 pub struct Config {
     pub collectd_listen: Vec<ListenAddress>,
     pub udp_buffer: usize,
+    pub multicast_interface: Option<String>,
     pub security_level: SecurityLevel,
     pub auth_file: Option<PathBuf>,
     pub typesdb_files: Vec<PathBuf>,
@@ -251,6 +259,7 @@ impl From<Args> for Config {
         Config {
             collectd_listen: a.collectd_listen,
             udp_buffer: a.udp_buffer,
+            multicast_interface: a.multicast_interface,
             security_level: a.security_level,
             auth_file: a.auth_file,
             typesdb_files: a.typesdb_files,

@@ -112,7 +112,16 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
             address,
             source,
         };
-        let socket = open(address, Type::DGRAM).map_err(err)?;
+        let socket = match address {
+            ListenAddress::Ip(group) if group.ip().is_multicast() => {
+                let index = match &config.multicast_interface {
+                    Some(name) => interface_index(name).map_err(err)?,
+                    None => 0,
+                };
+                open_multicast(group, index).map_err(err)?
+            }
+            _ => open(address, Type::DGRAM).map_err(err)?,
+        };
         if config.udp_buffer > 0 {
             socket
                 .set_recv_buffer_size(config.udp_buffer)
@@ -170,6 +179,42 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
         keys: RwLock::new(keys),
     });
     Ok(Bound { udp, http, shared })
+}
+
+/// A UDP socket for a multicast group: bound to the group (so it receives
+/// that group only, as collectd does) with address reuse, and joined on
+/// `interface` (an index; 0 lets the kernel choose by its routes).
+fn open_multicast(group: SocketAddr, interface: u32) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(group), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    match group.ip() {
+        std::net::IpAddr::V4(ip) => {
+            socket.join_multicast_v4_n(&ip, &socket2::InterfaceIndexOrAddress::Index(interface))?
+        }
+        std::net::IpAddr::V6(ip) => {
+            socket.set_only_v6(true)?;
+            socket.join_multicast_v6(&ip, interface)?
+        }
+    }
+    socket.bind(&group.into())?;
+    Ok(socket)
+}
+
+/// The index of a network interface, from Linux's sysfs.
+fn interface_index(name: &str) -> std::io::Result<u32> {
+    let path = format!("/sys/class/net/{name}/ifindex");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("no network interface {name:?} ({path}: {e})"),
+        )
+    })?;
+    text.trim().parse().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{path} is not a number"),
+        )
+    })
 }
 
 fn open(address: ListenAddress, ty: Type) -> std::io::Result<Socket> {

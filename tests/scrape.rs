@@ -878,3 +878,54 @@ fn write_http_is_refused_above_security_level_none_and_can_be_disabled() {
     let (code, _) = common::post(e.http, "/collectd-post", WRITE_HTTP_BODY.as_bytes());
     assert_eq!(code, 404);
 }
+
+#[test]
+fn multicast_listen_address_joins_the_group() {
+    // collectd's default IPv4 group, joined on the loopback interface so the
+    // test never sends beyond this machine.
+    let e = common::start(&[
+        "--collectd.listen-address",
+        "239.192.74.66:0",
+        "--collectd.multicast-interface",
+        "lo",
+    ]);
+    let group = e.udp_all[1];
+    assert_eq!(group.ip().to_string(), "239.192.74.66");
+    let sender =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");
+    sender
+        .set_multicast_if_v4(&"127.0.0.1".parse().expect("ip"))
+        .expect("IP_MULTICAST_IF");
+    sender
+        .set_multicast_loop_v4(true)
+        .expect("IP_MULTICAST_LOOP");
+    let datagram = client_datagram(
+        "app",
+        "1:aaaaaa",
+        100,
+        "sqlalchemy_pool",
+        &[
+            Value::Gauge(1.0),
+            Value::Gauge(2.0),
+            Value::Gauge(0.0),
+            Value::Gauge(0.0),
+            Value::Gauge(2.0),
+        ],
+    );
+    sender
+        .send_to(&datagram, &group.into())
+        .expect("send to the group");
+    let s = common::scrape_until(
+        e.http,
+        "the multicast datagram",
+        std::time::Duration::from_secs(10),
+        |s| sqla(s, "sqlalchemy_connections", "h1", "app").is_some(),
+    );
+    assert_eq!(
+        sqla(&s, "sqlalchemy_connections_checked_out", "h1", "app"),
+        Some(2.0)
+    );
+    let on_group =
+        format!("sqlalchemy_collectd_exporter_datagrams_received_total{{listener=\"{group}\"}}");
+    assert_eq!(s[&on_group], 1.0);
+}
