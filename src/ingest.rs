@@ -8,7 +8,7 @@
 
 use crate::collectd::{DecodeError, Keys, ValueList, decode_with};
 use crate::route::{Record, SqlaRecord, route};
-use crate::server::Shared;
+use crate::server::{Shared, lock};
 use crate::store::Now;
 use crate::telemetry::{DatagramReject, Listener};
 use bytes::{Bytes, BytesMut};
@@ -159,10 +159,7 @@ pub fn apply(shared: &Shared, batch: &mut Batch) {
     let now = Now::wall();
     let mut rejected = Vec::new();
     if !batch.sqla.is_empty() {
-        let mut store = match shared.sqla.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut store = lock(&shared.sqla);
         for r in &batch.sqla {
             if let Err(e) = store.apply(r, now) {
                 rejected.push(e);
@@ -170,10 +167,7 @@ pub fn apply(shared: &Shared, batch: &mut Batch) {
         }
     }
     if !batch.generic.is_empty() {
-        let mut store = match shared.generic.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut store = lock(&shared.generic);
         for vl in &batch.generic {
             if let Err(e) = store.apply(vl, now) {
                 rejected.push(e);

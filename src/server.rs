@@ -15,8 +15,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+
+/// Locks a store. A panic while a store was locked cannot have left it
+/// half-updated in a way that matters more than losing every later report,
+/// so a poisoned lock is taken over rather than propagated.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// State shared by the receive loops, the sweep and the scrape handler.
 #[derive(Debug)]
@@ -266,14 +273,8 @@ pub async fn run(
         loop {
             tick.tick().await;
             let now = Instant::now();
-            match sweeper.sqla.lock() {
-                Ok(mut s) => s.sweep(now),
-                Err(p) => p.into_inner().sweep(now),
-            }
-            match sweeper.generic.lock() {
-                Ok(mut s) => s.sweep(now),
-                Err(p) => p.into_inner().sweep(now),
-            }
+            lock(&sweeper.sqla).sweep(now);
+            lock(&sweeper.generic).sweep(now);
         }
     });
     let router = crate::exposition::router(shared.clone(), telemetry_path, push_path);

@@ -7,7 +7,7 @@ pub mod families;
 pub mod openmetrics;
 pub mod text;
 
-use crate::server::Shared;
+use crate::server::{Shared, lock};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -39,15 +39,10 @@ pub fn router(shared: Arc<Shared>, telemetry_path: &str, push_path: &str) -> Rou
 /// accepted is in the snapshot too.
 pub fn scrape(shared: &Shared, now: Instant) -> Scrape {
     let telemetry = shared.telemetry.snapshot();
-    let sqla = match shared.sqla.lock() {
-        Ok(store) => store.snapshot(now),
-        Err(poisoned) => poisoned.into_inner().snapshot(now),
-    };
-    let generic = match shared.generic.lock() {
-        Ok(store) => store.live(now),
-        Err(poisoned) => poisoned.into_inner().live(now),
-    }
-    .resolve(&shared.typesdb, &shared.host_label);
+    let sqla = lock(&shared.sqla).snapshot(now);
+    // Copy under the lock; names and labels are built after it is released.
+    let live = lock(&shared.generic).live(now);
+    let generic = live.resolve(&shared.typesdb, &shared.host_label);
     Scrape {
         sqla,
         generic,
