@@ -93,8 +93,14 @@ pub fn handle(
         .notifications
         .retain(|n| n.protection.satisfies(level));
     if packet.value_lists.len() + packet.notifications.len() < carried {
-        t.datagram_rejected(DatagramReject::BelowSecurityLevel);
-        tracing::debug!(%from, ?level, "data below the security level dropped");
+        if t.datagram_rejected(DatagramReject::BelowSecurityLevel) {
+            tracing::warn!(
+                %from, ?level,
+                "data below the security level dropped; more within a minute are only counted"
+            );
+        } else {
+            tracing::debug!(%from, ?level, "data below the security level dropped");
+        }
     }
     for n in &packet.notifications {
         t.notification(n.severity);
@@ -116,8 +122,15 @@ pub fn ingest_value_lists(shared: &Shared, value_lists: Vec<ValueList>, from: &s
 }
 
 fn reject_datagram(shared: &Shared, e: &DecodeError, from: SocketAddr) {
-    shared.telemetry.decode_error(e);
-    tracing::debug!(%from, error = %e, "malformed datagram");
+    if shared.telemetry.decode_error(e) {
+        tracing::warn!(
+            %from, error = %e,
+            "datagram rejected; more of this kind within a minute are only counted \
+             (sqlalchemy_collectd_exporter_datagrams_rejected_total) and logged at debug level"
+        );
+    } else {
+        tracing::debug!(%from, error = %e, "datagram rejected");
+    }
 }
 
 /// Records of several datagrams, applied to the stores together.

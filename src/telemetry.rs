@@ -85,7 +85,13 @@ pub struct Telemetry {
     value_lists_rejected: [AtomicU64; VALUE_LIST_REASONS.len()],
     notifications: [AtomicU64; SEVERITIES.len()],
     push_requests: [AtomicU64; PUSH_CODES.len()],
+    /// When each datagram rejection reason was last logged at warn level.
+    warned_at: [AtomicU64; DatagramReject::ALL.len()],
 }
+
+/// A rejection reason is logged at warn level at most this often (seconds);
+/// the counters carry the rest.
+const WARN_EVERY_SECS: u64 = 60;
 
 /// Status codes the write_http endpoint answers with.
 pub const PUSH_CODES: [u16; 4] = [200, 400, 403, 413];
@@ -124,16 +130,28 @@ impl Telemetry {
         listener
     }
 
-    pub fn datagram_rejected(&self, reason: DatagramReject) {
+    /// Counts a rejected datagram; true when it should also be logged at
+    /// warn level (the first of its reason in a minute), so that a flood of
+    /// bad datagrams cannot flood the log.
+    pub fn datagram_rejected(&self, reason: DatagramReject) -> bool {
         let i = DatagramReject::ALL
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
         self.datagrams_rejected[i].fetch_add(1, Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.warned_at[i].load(Relaxed);
+        (last == 0 || now >= last + WARN_EVERY_SECS)
+            && self.warned_at[i]
+                .compare_exchange(last, now.max(1), Relaxed, Relaxed)
+                .is_ok()
     }
 
-    pub fn decode_error(&self, e: &DecodeError) {
-        self.datagram_rejected(match e.rejection() {
+    /// Counts a datagram the decoder refused; see [`Telemetry::datagram_rejected`].
+    pub fn decode_error(&self, e: &DecodeError) -> bool {
+        let warn = self.datagram_rejected(match e.rejection() {
             Rejection::Malformed => DatagramReject::Malformed,
             Rejection::BadSignature => DatagramReject::BadSignature,
             Rejection::DecryptFailed => DatagramReject::DecryptFailed,
@@ -141,6 +159,7 @@ impl Telemetry {
         if let Some(i) = DecodeError::KINDS.iter().position(|k| *k == e.kind()) {
             self.decode_errors[i].fetch_add(1, Relaxed);
         }
+        warn
     }
 
     pub fn value_lists_received(&self, n: u64) {

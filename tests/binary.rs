@@ -269,3 +269,58 @@ fn unreadable_auth_file_exits_1_naming_file_and_line() {
         )
     );
 }
+
+#[test]
+fn a_flood_of_bad_datagrams_logs_one_warning_per_reason() {
+    let mut r = spawn(&[
+        "--collectd.listen-address",
+        "127.0.0.1:0",
+        "--web.listen-address",
+        "127.0.0.1:0",
+    ]);
+    let udp: SocketAddr = field(&r.wait_for("listening for collectd datagrams"), "listener")
+        .parse()
+        .expect("udp");
+    let http: SocketAddr = field(&r.wait_for("serving metrics over HTTP"), "address")
+        .parse()
+        .expect("http");
+    let garbage: Vec<Vec<u8>> = (0..50u8).map(|i| vec![0xff, i, 0, 1]).collect();
+    common::send_all(udp, &garbage);
+    common::scrape_until(
+        http,
+        "50 malformed datagrams",
+        Duration::from_secs(10),
+        |s| {
+            s.get("sqlalchemy_collectd_exporter_datagrams_rejected_total{reason=\"malformed\"}")
+                == Some(&50.0)
+        },
+    );
+    Command::new("kill")
+        .args(["-TERM", &r.child.id().to_string()])
+        .status()
+        .expect("kill");
+    let mut lines = Vec::new();
+    loop {
+        let line = r
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("log until shutdown");
+        if line.contains("shutting down") {
+            break;
+        }
+        lines.push(line);
+    }
+    let warnings: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("level=warn") && l.contains("datagram rejected"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{lines:#?}");
+    assert!(
+        warnings[0].contains("part 0xff00 at byte 0 has length 1, below the 4-byte header"),
+        "{}",
+        warnings[0]
+    );
+    common::poll(Duration::from_secs(10), "exit", || {
+        r.child.try_wait().expect("wait")
+    });
+}

@@ -929,3 +929,42 @@ fn multicast_listen_address_joins_the_group() {
         format!("sqlalchemy_collectd_exporter_datagrams_received_total{{listener=\"{group}\"}}");
     assert_eq!(s[&on_group], 1.0);
 }
+
+#[test]
+fn notifications_are_counted_by_severity_and_leave_value_lists_alone() {
+    let scenario = "10_collectd_notifications";
+    let path = common::testdata(scenario).join("manifest.json");
+    let m: Json =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("manifest")).expect("JSON");
+    let (mut lists, mut by_severity) = (0usize, BTreeMap::<String, f64>::new());
+    for d in m["datagrams"].as_array().expect("datagrams") {
+        lists += d["value_lists"].as_array().expect("value lists").len();
+        for n in d["notifications"].as_array().expect("notifications") {
+            let name = n["severity_name"]
+                .as_str()
+                .expect("severity")
+                .to_ascii_lowercase();
+            *by_severity.entry(name).or_default() += 1.0;
+        }
+    }
+    let e = common::start(&[]);
+    let s = common::samples(&common::send_and_settle(
+        &e,
+        &common::datagrams(scenario),
+        lists,
+    ));
+    for (severity, n) in &by_severity {
+        let key = format!(
+            "sqlalchemy_collectd_exporter_notifications_received_total{{severity=\"{severity}\"}}"
+        );
+        assert_eq!(s.get(&key), Some(n), "{key}");
+    }
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_value_lists_accepted_total"],
+        lists as f64
+    );
+    assert_eq!(
+        common::sum(&s, "sqlalchemy_collectd_exporter_datagrams_rejected_total"),
+        0.0
+    );
+}
