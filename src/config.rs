@@ -129,9 +129,13 @@ const MIB: usize = 1 << 20;
     name = "sqlalchemy-collectd-exporter",
     version,
     about,
-    max_term_width = 100
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// UDP address for collectd datagrams (repeatable; IPv4, [IPv6] or :PORT for all). A
     /// multicast address (collectd's default groups are 239.192.74.66 and
     /// [ff18::efc0:4a42]) joins the group.
@@ -224,6 +228,11 @@ pub struct Args {
     )]
     pub max_series: usize,
 
+    /// YAML file with pool capacities and databases (see the README); re-read on SIGHUP and
+    /// POST /-/reload. Everything works without one.
+    #[arg(long = "config.file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
     /// Log level.
     #[arg(long = "log.level", value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -231,6 +240,15 @@ pub struct Args {
     /// Log format.
     #[arg(long = "log.format", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Logfmt)]
     pub log_format: LogFormat,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Validate a configuration file and exit (0 when it is valid).
+    CheckConfig {
+        /// The YAML file to check.
+        file: PathBuf,
+    },
 }
 
 /// Everything the server needs, validated.
@@ -252,6 +270,7 @@ pub struct Config {
     pub limits: Limits,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
+    pub config_file: Option<PathBuf>,
 }
 
 impl From<Args> for Config {
@@ -279,6 +298,7 @@ impl From<Args> for Config {
             },
             log_level: a.log_level,
             log_format: a.log_format,
+            config_file: a.config_file,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! `config` turns flags into a `Config`, `server` binds and runs it all,
 //! `telemetry` counts what the exporter itself does.
 
+pub mod capacity;
 pub mod collectd;
 pub mod config;
 pub mod exposition;

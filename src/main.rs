@@ -3,7 +3,8 @@
 //! non-zero with a one-line reason.
 
 use clap::error::ErrorKind;
-use sqlalchemy_collectd_exporter::config::{Args, Config, LogFormat, LogLevel};
+use sqlalchemy_collectd_exporter::capacity::Capacity;
+use sqlalchemy_collectd_exporter::config::{Args, Command, Config, LogFormat, LogLevel};
 use sqlalchemy_collectd_exporter::server;
 use std::process::ExitCode;
 use tracing_subscriber::prelude::*;
@@ -24,6 +25,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::CheckConfig { file }) = &args.command {
+        return match Capacity::load(file) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} pool entries, {} databases)",
+                    file.display(),
+                    c.pool_rules(),
+                    c.database_rules()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = Config::from(args);
     init_logging(config.log_level, config.log_format);
     match run(config) {
@@ -51,6 +69,9 @@ fn run(config: Config) -> anyhow::Result<()> {
             while hup.recv().await.is_some() {
                 if let Err(e) = shared.reload_auth_file() {
                     tracing::error!(error = %e, "auth file reload failed; keeping the previous users");
+                }
+                if let Err(e) = shared.reload_config() {
+                    tracing::error!(error = %e, "config file reload failed; keeping the previous configuration");
                 }
             }
         });

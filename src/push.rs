@@ -8,7 +8,7 @@ use crate::collectd::{SecurityLevel, json};
 use crate::server::Shared;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
@@ -16,18 +16,34 @@ use std::sync::Arc;
 /// 8 MiB leaves room for any sane configuration and bounds memory.
 pub const MAX_PUSH_BYTES: usize = 8 << 20;
 
-pub async fn collectd_post(State(shared): State<Arc<Shared>>, body: Body) -> Response {
-    let (code, message) = handle(&shared, body).await;
+pub async fn collectd_post(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (code, message) = match announced {
+        // Refused before reading: no need to take in a body we will not use.
+        Some(n) if n > MAX_PUSH_BYTES as u64 => too_large(),
+        _ => handle(&shared, body).await,
+    };
     shared.telemetry.push_request(code.as_u16());
     (code, message).into_response()
 }
 
+fn too_large() -> (StatusCode, String) {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body larger than {MAX_PUSH_BYTES} bytes\n"),
+    )
+}
+
 async fn handle(shared: &Shared, body: Body) -> (StatusCode, String) {
     let Ok(bytes) = axum::body::to_bytes(body, MAX_PUSH_BYTES).await else {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {MAX_PUSH_BYTES} bytes\n"),
-        );
+        return too_large();
     };
     if shared.security_level != SecurityLevel::None {
         // write_http data is neither signed nor encrypted.

@@ -2,6 +2,7 @@
 //! servers until shutdown. `bind` is separate so that callers (main, tests)
 //! learn the bound addresses and see bind errors before anything runs.
 
+use crate::capacity::{Capacity, ConfigFileError};
 use crate::collectd::SecurityLevel;
 use crate::collectd::security::{AuthFileError, Keys};
 use crate::config::{Config, ListenAddress};
@@ -38,6 +39,17 @@ pub struct Shared {
     pub auth_file: Option<PathBuf>,
     /// Replaced whole on reload; readers clone the `Arc` once per batch.
     keys: RwLock<Option<Arc<Keys>>>,
+    pub config_file: Option<PathBuf>,
+    /// Replaced whole on reload; each scrape clones the `Arc`.
+    capacity: RwLock<Arc<Capacity>>,
+    /// Whether the last reload of the config file worked, and when one last did.
+    pub reload: Mutex<ReloadStatus>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ReloadStatus {
+    pub successful: bool,
+    pub success_unix: f64,
 }
 
 impl Shared {
@@ -45,6 +57,44 @@ impl Shared {
         match self.keys.read() {
             Ok(k) => k.clone(),
             Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn capacity(&self) -> Arc<Capacity> {
+        match self.capacity.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the config file (SIGHUP, POST /-/reload). A file that does
+    /// not load leaves the configuration in use unchanged.
+    pub fn reload_config(&self) -> Result<(), ConfigFileError> {
+        let Some(path) = &self.config_file else {
+            return Ok(());
+        };
+        let result = Capacity::load(path);
+        let mut status = lock(&self.reload);
+        match result {
+            Ok(c) => {
+                tracing::info!(
+                    path = %path.display(), pools = c.pool_rules(), databases = c.database_rules(),
+                    "config file reloaded"
+                );
+                match self.capacity.write() {
+                    Ok(mut slot) => *slot = Arc::new(c),
+                    Err(p) => *p.into_inner() = Arc::new(c),
+                }
+                *status = ReloadStatus {
+                    successful: true,
+                    success_unix: crate::store::Now::wall().unix,
+                };
+                Ok(())
+            }
+            Err(e) => {
+                status.successful = false;
+                Err(e)
+            }
         }
     }
 
@@ -78,6 +128,9 @@ pub enum BindError {
     /// An auth file that cannot be read or parsed.
     #[error("auth file")]
     AuthFile(#[source] AuthFileError),
+    /// A config file that cannot be read or is not valid.
+    #[error("config file")]
+    ConfigFile(#[source] ConfigFileError),
     /// A types.db that cannot be read or parsed.
     #[error("types.db")]
     TypesDb(#[source] TypesDbError),
@@ -108,6 +161,10 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
     let keys = match &config.auth_file {
         Some(path) => Some(Arc::new(Keys::load(path).map_err(BindError::AuthFile)?)),
         None => None,
+    };
+    let capacity = match &config.config_file {
+        Some(path) => Capacity::load(path).map_err(BindError::ConfigFile)?,
+        None => Capacity::default(),
     };
     let typesdb = TypesDb::load(&config.typesdb_files).map_err(BindError::TypesDb)?;
     tracing::info!(types = typesdb.len(), "types.db loaded");
@@ -184,6 +241,12 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
         security_level: config.security_level,
         auth_file: config.auth_file.clone(),
         keys: RwLock::new(keys),
+        config_file: config.config_file.clone(),
+        capacity: RwLock::new(Arc::new(capacity)),
+        reload: Mutex::new(ReloadStatus {
+            successful: true,
+            success_unix: crate::store::Now::wall().unix,
+        }),
     });
     Ok(Bound { udp, http, shared })
 }

@@ -3,6 +3,8 @@
 //! Both output formats implement [`FamilyWriter`], so they cannot disagree on
 //! what is exported. Help texts are static: nothing from a packet goes there.
 
+use crate::capacity::DatabaseSnapshot;
+use crate::server::ReloadStatus;
 use crate::store::collectd::GenericSnapshot;
 use crate::store::sqlalchemy::{ProgramSnapshot, Snapshot as SqlaSnapshot};
 use crate::telemetry::TelemetrySnapshot;
@@ -50,6 +52,8 @@ pub trait FamilyWriter {
 #[derive(Clone, Debug, Default)]
 pub struct Scrape {
     pub sqla: SqlaSnapshot,
+    pub databases: Vec<DatabaseSnapshot>,
+    pub reload: ReloadStatus,
     pub generic: GenericSnapshot,
     pub telemetry: TelemetrySnapshot,
     pub build: BuildInfo,
@@ -123,6 +127,13 @@ pub const SQLALCHEMY: &[(Family, Field)] = &[
             "Connections detached from their pool.",
         ),
         |p| Some(Number::F64(p.pool.detached)),
+    ),
+    (
+        gauge(
+            "sqlalchemy_connections_max",
+            "Configured capacity (pool_size + max_overflow) times the live pools; only where the config file sets one.",
+        ),
+        |p| p.connections_max.map(Number::F64),
     ),
     (
         counter(
@@ -256,6 +267,24 @@ pub const PROGRAMS_FORGOTTEN: Family = own!(
     "Host/program pairs removed after --forget-after with no live process."
 );
 
+pub const DATABASE_CONNECTIONS: Family = gauge(
+    "sqlalchemy_database_connections",
+    "Open connections of every host/program the config file maps to this database.",
+);
+pub const DATABASE_CONNECTIONS_MAX: Family = gauge(
+    "sqlalchemy_database_connections_max",
+    "The database's max_connections, from the config file.",
+);
+pub const CONFIG_RELOAD_SUCCESSFUL: Family = own!(
+    gauge,
+    "config_last_reload_successful",
+    "Whether the last reload of the config file worked (1) or not (0)."
+);
+pub const CONFIG_RELOAD_TIME: Family = own!(
+    gauge,
+    "config_last_reload_success_timestamp_seconds",
+    "When the config file was last loaded successfully, in Unix seconds."
+);
 pub const PUSH_REQUESTS: Family = own!(
     counter,
     "http_push_requests",
@@ -303,6 +332,8 @@ pub fn all_names() -> Vec<&'static str> {
         PROCESSES_FORGOTTEN,
         PROGRAMS_FORGOTTEN,
         PUSH_REQUESTS,
+        CONFIG_RELOAD_SUCCESSFUL,
+        CONFIG_RELOAD_TIME,
         GENERIC_VALUE_LISTS,
         GENERIC_EXPIRED,
         GENERIC_CONFLICTS,
@@ -311,6 +342,7 @@ pub fn all_names() -> Vec<&'static str> {
     SQLALCHEMY
         .iter()
         .map(|(f, _)| f.name)
+        .chain([DATABASE_CONNECTIONS.name, DATABASE_CONNECTIONS_MAX.name])
         .chain(own.iter().map(|f| f.name))
         .collect()
 }
@@ -335,6 +367,21 @@ pub fn write(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
                 if let Some(v) = field(p) {
                     s.sample(&[("host", &p.host), ("program", &p.program)], v)?;
                 }
+            }
+            Ok(())
+        })?;
+    }
+    if !scrape.databases.is_empty() {
+        let dbs = &scrape.databases;
+        w.family(&DATABASE_CONNECTIONS, &mut |s| {
+            for db in dbs {
+                s.sample(&[("database", &db.name)], Number::F64(db.connections))?;
+            }
+            Ok(())
+        })?;
+        w.family(&DATABASE_CONNECTIONS_MAX, &mut |s| {
+            for db in dbs {
+                s.sample(&[("database", &db.name)], Number::U64(db.max_connections))?;
             }
             Ok(())
         })?;
@@ -441,6 +488,20 @@ fn write_own(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
         &PROGRAMS_FORGOTTEN,
         &[],
         Number::U64(s.stats.programs_forgotten),
+    )?;
+
+    let reload = scrape.reload;
+    single(
+        w,
+        &CONFIG_RELOAD_SUCCESSFUL,
+        &[],
+        Number::U64(u64::from(reload.successful)),
+    )?;
+    single(
+        w,
+        &CONFIG_RELOAD_TIME,
+        &[],
+        Number::F64(reload.success_unix),
     )?;
 
     let g = &scrape.generic;

@@ -28,6 +28,7 @@ pub fn router(shared: Arc<Shared>, telemetry_path: &str, push_path: &str) -> Rou
         .route("/", get(move || async move { Html(landing) }))
         .route("/-/healthy", get(|| async { "OK\n" }))
         .route("/-/ready", get(|| async { "OK\n" }))
+        .route("/-/reload", post(reload))
         .layer(tower_http::compression::CompressionLayer::new())
         .with_state(shared)
 }
@@ -39,12 +40,15 @@ pub fn router(shared: Arc<Shared>, telemetry_path: &str, push_path: &str) -> Rou
 /// accepted is in the snapshot too.
 pub fn scrape(shared: &Shared, now: Instant) -> Scrape {
     let telemetry = shared.telemetry.snapshot();
-    let sqla = lock(&shared.sqla).snapshot(now);
+    let mut sqla = lock(&shared.sqla).snapshot(now);
+    let databases = shared.capacity().apply(&mut sqla.programs);
     // Copy under the lock; names and labels are built after it is released.
     let live = lock(&shared.generic).live(now);
     let generic = live.resolve(&shared.typesdb, &shared.host_label);
     Scrape {
         sqla,
+        databases,
+        reload: *lock(&shared.reload),
         generic,
         telemetry,
         build: shared.build.clone(),
@@ -105,6 +109,22 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
         Err(_) => {
             tracing::error!("encoding the scrape failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response()
+        }
+    }
+}
+
+/// `POST /-/reload`: re-reads the config file (and the auth file); 500 with
+/// the reason when one does not load (the old one stays in use).
+async fn reload(State(shared): State<Arc<Shared>>) -> Response {
+    let result = shared
+        .reload_config()
+        .map_err(|e| e.to_string())
+        .and_then(|()| shared.reload_auth_file().map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => (StatusCode::OK, "reloaded\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed; keeping the previous configuration");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
         }
     }
 }

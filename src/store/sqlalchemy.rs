@@ -139,6 +139,8 @@ pub struct ProgramSnapshot {
     pub transactions: Option<[u64; 3]>,
     /// Receive time of the newest accepted report, Unix seconds.
     pub last_report_unix: f64,
+    /// Configured capacity × pools; filled at scrape time from the config file.
+    pub connections_max: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -390,6 +392,7 @@ impl SqlaStore {
                     totals: program.totals,
                     transactions: program.transactions,
                     last_report_unix: program.last_report_unix,
+                    connections_max: None,
                 });
             }
         }
