@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine
-# (promtool from Debian's prometheus package, the collectd daemon from
-# collectd-core, the real sqlalchemy-collectd
-# client from PyPI in .venv, the crates), then runs every check and test.
+# (Prometheus and promtool, Alertmanager, the collectd daemon and the libraries
+# its write_http and python plugins need, the real sqlalchemy-collectd client
+# from PyPI in .venv, the crates), then runs every check and test.
 # A test whose peer is missing fails; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,11 @@ apt_install() {
 }
 
 missing=()
-[ -x /usr/sbin/collectd ] || missing+=(collectd-core)
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# prometheus: prometheus and promtool; collectd-core: the daemon, whose write_http
+# and python plugins need libyajl2 and libpython3.11 (only suggested by it).
+for pkg in prometheus prometheus-alertmanager collectd-core libyajl2 libpython3.11; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${missing[*]}"

@@ -328,6 +328,7 @@ def scenario_two_engines():
 
 
 def scenario_fork():
+    hold_client_send_locks_across_forks()
     p = program("forkapp")
     e = p.engine(db())
     phase("init")
@@ -370,6 +371,7 @@ def scenario_programs_side():
 
 
 def scenario_worker_exit():
+    hold_client_send_locks_across_forks()
     p = program("exitapp")
     e = p.engine(db())
     p.checkout(e, 1)
@@ -384,12 +386,43 @@ def scenario_worker_exit():
     phase("worker_exited", workers, dead=[gone])
 
 
+def hold_client_send_locks_across_forks():
+    """sqlalchemy-collectd 0.0.8 is not fork-safe: its sender thread holds
+    the ClientConnection's lock while it sends, and a process forked in that
+    moment inherits the lock held by a thread it does not have, so the
+    worker's own sender thread (alive, per sender_alive) blocks on it
+    forever and the worker never reports. A fork right after
+    create_engine() meets the parent's first send: about 3% of such forks
+    (more under load). The usual remedy: take the locks before fork() and
+    release them on both sides."""
+    from sqlalchemy_collectd import protocol
+
+    held = []
+
+    def before():
+        held[:] = list(protocol.ClientConnection.connections.values())
+        for c in held:
+            c._mutex.acquire()
+
+    def after():
+        for c in held:
+            c._mutex.release()
+        del held[:]
+
+    os.register_at_fork(
+        before=before, after_in_parent=after, after_in_child=after
+    )
+
+
 def scenario_relay():
     """For tests/collectd_daemon.rs, through sqlalchemy-collectd's server
     plugin: a parent and two workers forked before the parent's first
     connect (so nothing is inherited), all holding connections of one
     program; then every process returns one and the parent checks one out
-    again (checkouts and connects part)."""
+    again (checkouts and connects part). The workers are forked right after
+    create_engine(), so the client's send lock is held across the forks
+    (see hold_client_send_locks_across_forks)."""
+    hold_client_send_locks_across_forks()
     p = program("relayapp")
     e = p.engine(db())
     workers = [Worker() for _ in range(2)]
@@ -404,6 +437,26 @@ def scenario_relay():
     phase("back", workers)
 
 
+def scenario_dashboards():
+    """For tests/dashboards.rs: one program with two engines, so that every
+    series the dashboards chart has data: connections held on both engines,
+    one hard invalidation (the invalidations counter moves) and one detached
+    connection kept open. The last phase holds this state (the client keeps
+    reporting it) until the test ends."""
+    p = program("dashapp")
+    a = p.engine(db("a"))
+    b = p.engine(db("b"))
+    p.checkout(a, 3)
+    p.checkout(b, 1)
+    c1, c2 = p.held[0], p.held[1]
+    c1.invalidate()
+    p.held.remove(c1)
+    c2.detach()
+    p.held.remove(c2)
+    p.detached.append(c2)
+    phase("holding")
+
+
 SCENARIOS = {
     "checkout": scenario_checkout,
     "invalidate_detach": scenario_invalidate_detach,
@@ -413,6 +466,7 @@ SCENARIOS = {
     "programs_side": scenario_programs_side,
     "worker_exit": scenario_worker_exit,
     "relay": scenario_relay,
+    "dashboards": scenario_dashboards,
 }
 
 

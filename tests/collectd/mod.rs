@@ -2,6 +2,11 @@
 //! as a test peer: a generated configuration in a fresh directory, the daemon
 //! in the foreground as a child process that is always killed and reaped,
 //! and readers for what its csv plugin wrote and for the types.db it used.
+//! Besides the network plugin a configuration can have the write_http plugin
+//! and sqlalchemy-collectd's server plugin (in collectd's python plugin);
+//! [`app`] drives the real Python client.
+
+pub mod app;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,8 +17,9 @@ use std::time::{Duration, Instant};
 
 pub const COLLECTD: &str = "/usr/sbin/collectd";
 pub const TYPES_DB: &str = "/usr/share/collectd/types.db";
+pub const PLUGIN_DIR: &str = "/usr/lib/collectd";
 
-/// The plugins every configuration loads (besides logfile, csv and network).
+/// The read plugins of [`Setup::read_plugins`].
 pub const READ_PLUGINS: [&str; 5] = ["load", "cpu", "memory", "interface", "df"];
 
 /// A directory of its own for one test, removed when the test passes and
@@ -56,6 +62,60 @@ pub struct Server<'a> {
     pub auth: Option<(&'a str, &'a str)>,
 }
 
+/// sqlalchemy-collectd's server plugin, run by collectd's `python` plugin:
+/// it listens for the client's datagrams on `port` and dispatches, every
+/// `Interval`, the per-program and per-host sums as `sqlalchemy` / `count-…`
+/// and `derive-…` value lists into collectd.
+pub struct Relay<'a> {
+    /// The `site-packages` directory holding `sqlalchemy_collectd`
+    /// (collectd's embedded interpreter gets it as `ModulePath`).
+    pub module_path: &'a Path,
+    /// UDP port on 127.0.0.1 it listens on.
+    pub port: u16,
+}
+
+/// What a generated configuration holds besides logfile and csv (which
+/// every configuration has).
+#[derive(Default)]
+pub struct Setup<'a> {
+    /// The [`READ_PLUGINS`] (df restricted to `/`, interface to `lo`).
+    pub read_plugins: bool,
+    /// The network plugin with these `<Server>` blocks (none: not loaded).
+    pub servers: &'a [Server<'a>],
+    /// The write_http plugin with one `<Node>` posting JSON to this URL.
+    pub write_http: Option<&'a str>,
+    /// The python plugin running sqlalchemy-collectd's server plugin.
+    pub relay: Option<Relay<'a>>,
+}
+
+/// Fails, naming what to install, unless `/usr/lib/collectd/<plugin>.so`
+/// can be loaded: collectd-core only suggests the libraries some plugins
+/// link (libyajl2 for write_http, libpython3.11 for python), and ldd(1)
+/// shows a missing one as "not found".
+fn assert_plugin_loadable(plugin: &str) {
+    let so = format!("{PLUGIN_DIR}/{plugin}.so");
+    assert!(
+        Path::new(&so).exists(),
+        "{so} is missing (Debian package collectd-core); run scripts/test.sh"
+    );
+    let Ok(out) = Command::new("ldd").arg(&so).output() else {
+        // No ldd: collectd's own dlopen error will say it.
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("not found"))
+        .map(str::trim)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "collectd's {plugin} plugin cannot be loaded, {so} needs libraries that are not \
+         installed: {missing:?} (Debian packages: libyajl2 for write_http, \
+         libpython3.11 for python); run scripts/test.sh"
+    );
+}
+
 /// A running collectd. Dropping it kills (SIGKILL) and reaps the daemon if
 /// it still runs, panic or not.
 pub struct Collectd {
@@ -66,22 +126,43 @@ pub struct Collectd {
 }
 
 impl Collectd {
+    /// [`Collectd::start_with`] the [`READ_PLUGINS`] and the network plugin
+    /// sending to `servers`.
+    pub fn start(tag: &str, servers: &[Server]) -> Collectd {
+        Collectd::start_with(
+            tag,
+            &Setup {
+                read_plugins: true,
+                servers,
+                ..Setup::default()
+            },
+        )
+    }
+
     /// Starts `collectd -f -C <conf>` with a configuration generated in a
-    /// fresh directory: `Interval 1`, the [`READ_PLUGINS`] (df restricted to
-    /// `/`, interface to `lo`), csv into `<dir>/csv` with `StoreRates false`,
-    /// and the network plugin sending to `servers` on 127.0.0.1.
+    /// fresh directory: `Interval 1`, logfile into `<dir>/collectd.log`, csv
+    /// into `<dir>/csv` with `StoreRates false`, and what `setup` asks for.
     ///
     /// collectd's network plugin fills a 1452-byte buffer and sends it only
     /// when the next value list would not fit (no timer), so the plugin gets
     /// `FlushInterval 1` (a `<LoadPlugin>` option, collectd.conf(5)): the
     /// daemon calls its flush callback every second, which sends whatever
-    /// is buffered. At shutdown collectd flushes the rest.
-    pub fn start(tag: &str, servers: &[Server]) -> Collectd {
+    /// is buffered. write_http buffers the same way (`BufferSize`, default
+    /// 4096 bytes, here 65536 so that one request carries many value lists)
+    /// and gets the same `FlushInterval 1`. At shutdown collectd flushes
+    /// both.
+    pub fn start_with(tag: &str, setup: &Setup) -> Collectd {
         assert!(
             Path::new(COLLECTD).exists(),
             "{COLLECTD} is missing: these tests need the real collectd daemon \
              (Debian package collectd-core); run scripts/test.sh, which installs it"
         );
+        if setup.relay.is_some() {
+            assert_plugin_loadable("python");
+        }
+        if setup.write_http.is_some() {
+            assert_plugin_loadable("write_http");
+        }
         let dir = TempDir::new(tag);
         let host = format!("collectd-test-{}-{tag}", std::process::id());
         let d = dir.path().display().to_string();
@@ -91,7 +172,7 @@ impl Collectd {
         let _ = writeln!(w, "FQDNLookup false");
         let _ = writeln!(w, "BaseDir \"{d}\"");
         let _ = writeln!(w, "PIDFile \"{d}/collectd.pid\"");
-        let _ = writeln!(w, "PluginDir \"/usr/lib/collectd\"");
+        let _ = writeln!(w, "PluginDir \"{PLUGIN_DIR}\"");
         let _ = writeln!(w, "TypesDB \"{TYPES_DB}\"");
         let _ = writeln!(w, "Interval 1");
         let _ = writeln!(w, "LoadPlugin logfile");
@@ -99,27 +180,55 @@ impl Collectd {
             w,
             "<Plugin logfile>\n  LogLevel info\n  File \"{d}/collectd.log\"\n  Timestamp true\n  PrintSeverity true\n</Plugin>"
         );
-        for p in READ_PLUGINS {
-            let _ = writeln!(w, "LoadPlugin {p}");
+        if setup.read_plugins {
+            for p in READ_PLUGINS {
+                let _ = writeln!(w, "LoadPlugin {p}");
+            }
+            let _ = writeln!(w, "<Plugin df>\n  MountPoint \"/\"\n</Plugin>");
+            let _ = writeln!(w, "<Plugin interface>\n  Interface \"lo\"\n</Plugin>");
         }
-        let _ = writeln!(w, "<Plugin df>\n  MountPoint \"/\"\n</Plugin>");
-        let _ = writeln!(w, "<Plugin interface>\n  Interface \"lo\"\n</Plugin>");
+        if let Some(relay) = &setup.relay {
+            let _ = writeln!(w, "LoadPlugin python");
+            let _ = writeln!(w, "<Plugin python>");
+            let _ = writeln!(w, "  ModulePath \"{}\"", relay.module_path.display());
+            let _ = writeln!(w, "  LogTraces true");
+            let _ = writeln!(w, "  Import \"sqlalchemy_collectd.server.plugin\"");
+            let _ = writeln!(w, "  <Module \"sqlalchemy_collectd.server.plugin\">");
+            let _ = writeln!(w, "    listen \"127.0.0.1\" {}", relay.port);
+            let _ = writeln!(w, "    loglevel \"info\"");
+            let _ = writeln!(w, "  </Module>");
+            let _ = writeln!(w, "</Plugin>");
+        }
         let _ = writeln!(w, "LoadPlugin csv");
         let _ = writeln!(
             w,
             "<Plugin csv>\n  DataDir \"{d}/csv\"\n  StoreRates false\n</Plugin>"
         );
-        let _ = writeln!(w, "<LoadPlugin network>\n  FlushInterval 1\n</LoadPlugin>");
-        let _ = writeln!(w, "<Plugin network>");
-        for s in servers {
-            let _ = writeln!(w, "  <Server \"127.0.0.1\" \"{}\">", s.port);
-            let _ = writeln!(w, "    SecurityLevel {}", s.level);
-            if let Some((user, password)) = s.auth {
-                let _ = writeln!(w, "    Username \"{user}\"\n    Password \"{password}\"");
+        if !setup.servers.is_empty() {
+            let _ = writeln!(w, "<LoadPlugin network>\n  FlushInterval 1\n</LoadPlugin>");
+            let _ = writeln!(w, "<Plugin network>");
+            for s in setup.servers {
+                let _ = writeln!(w, "  <Server \"127.0.0.1\" \"{}\">", s.port);
+                let _ = writeln!(w, "    SecurityLevel {}", s.level);
+                if let Some((user, password)) = s.auth {
+                    let _ = writeln!(w, "    Username \"{user}\"\n    Password \"{password}\"");
+                }
+                let _ = writeln!(w, "  </Server>");
             }
-            let _ = writeln!(w, "  </Server>");
+            let _ = writeln!(w, "</Plugin>");
         }
-        let _ = writeln!(w, "</Plugin>");
+        if let Some(url) = setup.write_http {
+            let _ = writeln!(
+                w,
+                "<LoadPlugin write_http>\n  FlushInterval 1\n</LoadPlugin>"
+            );
+            let _ = writeln!(w, "<Plugin write_http>\n  <Node \"exporter\">");
+            let _ = writeln!(w, "    URL \"{url}\"");
+            let _ = writeln!(w, "    Format \"JSON\"\n    StoreRates false");
+            let _ = writeln!(w, "    BufferSize 65536\n    Timeout 5000");
+            let _ = writeln!(w, "    LogHttpError true");
+            let _ = writeln!(w, "  </Node>\n</Plugin>");
+        }
         let conf_path = dir.path().join("collectd.conf");
         std::fs::write(&conf_path, &conf).expect("write collectd.conf");
         let out = std::fs::File::create(dir.path().join("stdout")).expect("create stdout file");
@@ -148,6 +257,41 @@ impl Collectd {
             host,
             dir,
         }
+    }
+
+    /// Waits (at most `timeout`) until the daemon has read its configuration
+    /// and entered its read loop: every plugin loaded and configured (the
+    /// server plugin listening). `Err` with the log if the daemon exited
+    /// first (e.g. a plugin failed to load or to configure, which makes
+    /// collectd 5.12 give up); panics on a timeout.
+    pub fn await_initialized(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("collectd.log")).unwrap_or_default();
+            if log.contains("Initialization complete, entering read-loop.") {
+                return Ok(());
+            }
+            let child = self.child.as_mut().expect("collectd was started");
+            if let Some(status) = child.try_wait().expect("try_wait on collectd") {
+                self.child = None;
+                return Err(format!(
+                    "collectd exited during start-up ({status}):\n{}",
+                    self.log()
+                ));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "collectd did not finish start-up within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The generated configuration, for messages.
+    pub fn config(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("collectd.conf")).unwrap_or_default()
     }
 
     pub fn csv_dir(&self) -> PathBuf {
