@@ -98,7 +98,7 @@ class Program:
         self.events = zero_state()
         self.inherited = None
 
-    def engine(self, db):
+    def engine(self, db, pool_size=5, max_overflow=5):
         url = (
             "sqlite:///%s?plugin=collectd&collectd_host=127.0.0.1"
             "&collectd_port=%d&collectd_program_name=%s"
@@ -106,7 +106,10 @@ class Program:
             % (db, ARGS.port, self.name, self.host)
         )
         engine = sa.create_engine(
-            url, poolclass=QueuePool, pool_size=5, max_overflow=5
+            url,
+            poolclass=QueuePool,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
         )
         ev = self.events
 
@@ -457,6 +460,20 @@ def scenario_dashboards():
     phase("holding")
 
 
+def scenario_saturate():
+    """For tests/alerting.rs: one program whose single engine has
+    pool_size 2 and max_overflow 0 checks out both of its connections and
+    holds them (pool usage 100 %) until told "next"; then it returns them
+    and holds that state (nothing checked out, two idle) until the test
+    ends."""
+    p = program("alertapp")
+    e = p.engine(db(), pool_size=2, max_overflow=0)
+    p.checkout(e, 2)
+    phase("saturated")
+    p.give_back(2)
+    phase("released")
+
+
 SCENARIOS = {
     "checkout": scenario_checkout,
     "invalidate_detach": scenario_invalidate_detach,
@@ -467,6 +484,7 @@ SCENARIOS = {
     "worker_exit": scenario_worker_exit,
     "relay": scenario_relay,
     "dashboards": scenario_dashboards,
+    "saturate": scenario_saturate,
 }
 
 
