@@ -190,6 +190,16 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
             socket
                 .set_recv_buffer_size(config.udp_buffer)
                 .map_err(err)?;
+            // SO_RCVBUF stops at net.core.rmem_max; with CAP_NET_ADMIN,
+            // SO_RCVBUFFORCE goes past it. Without the capability this fails
+            // and the size granted above stands (and is logged below).
+            if socket.recv_buffer_size().map_err(err)? < config.udp_buffer {
+                let _ = nix::sys::socket::setsockopt(
+                    &socket,
+                    nix::sys::socket::sockopt::RcvBufForce,
+                    &config.udp_buffer,
+                );
+            }
         }
         let granted = socket.recv_buffer_size().map_err(err)?;
         let socket: std::net::UdpSocket = socket.into();
@@ -325,9 +335,15 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let shared = bound.shared;
     let mut tasks = tokio::task::JoinSet::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut receivers = Vec::new();
     for (socket, listener) in bound.udp {
-        let socket = tokio::net::UdpSocket::from_std(socket)?;
-        tasks.spawn(crate::ingest::receive(socket, listener, shared.clone()));
+        let (shared, stop) = (shared.clone(), stop.clone());
+        let name = format!("udp {}", listener.label);
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || crate::ingest::receive(socket, listener, shared, stop))?;
+        receivers.push(thread);
     }
     let sweeper = shared.clone();
     tasks.spawn(async move {
@@ -353,5 +369,13 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     tasks.shutdown().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Each receive thread wakes within its read timeout and sees the flag.
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in receivers {
+            let _ = t.join();
+        }
+    })
+    .await;
     Ok(())
 }
