@@ -69,7 +69,8 @@ pub struct Conflicts {
     /// is exported (ties: the larger identity).
     pub duplicate_series: u64,
     /// Samples whose family already has the other type: the type of the
-    /// series created first is kept.
+    /// series created first is kept. A counter `x` (exposed as `x_total`) and
+    /// a gauge `x_total` count as one family here.
     pub type_mismatch: u64,
 }
 
@@ -238,6 +239,24 @@ impl Live {
                     Value::Derive(d) => (Kind::Counter, Number::F64(d as f64)),
                 };
                 let name = metric_name(plugin, type_, ds, i);
+                // Counters are exposed as `<name>_total`: a new counter `x`
+                // and a gauge `x_total` (or the other way round) would be two
+                // families of one name, which fails the scrape.
+                if !families.contains_key(&name) {
+                    let clash = match kind {
+                        Kind::Counter => families
+                            .get(&format!("{name}_total"))
+                            .is_some_and(|f| f.kind == Kind::Gauge),
+                        Kind::Gauge => name
+                            .strip_suffix("_total")
+                            .and_then(|base| families.get(base))
+                            .is_some_and(|f| f.kind == Kind::Counter),
+                    };
+                    if clash {
+                        conflicts.type_mismatch += 1;
+                        continue;
+                    }
+                }
                 let family = families.entry(name).or_insert_with(|| Building {
                     kind,
                     series: BTreeMap::new(),
@@ -574,6 +593,26 @@ mod tests {
             ]
         );
         assert_eq!(snap.conflicts.type_mismatch, 1);
+    }
+
+    #[test]
+    fn counter_x_and_gauge_x_total_do_not_share_an_exposed_name() {
+        // Found by tests/properties.rs: `collectd_a_b` as a counter is exposed
+        // as `collectd_a_b_total`, the name of the gauge; the text format had
+        // two HELP lines for it, which Prometheus refuses.
+        let gauge = vl("vm", "a", "", "b_total", "", &[Value::Gauge(1.0)]);
+        let counter = vl("vm", "a", "", "b", "", &[Value::Derive(2)]);
+        // The one created first is kept.
+        for (lists, kept) in [
+            ([gauge.clone(), counter.clone()], Kind::Gauge),
+            ([counter, gauge], Kind::Counter),
+        ] {
+            let (s, now) = store_with(&lists);
+            let snap = s.snapshot(now.at, &TypesDb::default(), "instance");
+            assert_eq!(names(&snap), vec!["collectd_a_b_total{instance=vm}"]);
+            assert_eq!(snap.families[0].kind, kept);
+            assert_eq!(snap.conflicts.type_mismatch, 1);
+        }
     }
 
     #[test]
