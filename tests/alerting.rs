@@ -24,14 +24,14 @@
 
 mod common;
 
+use common::client::{App, kill_and_reap};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -153,32 +153,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Kills and reaps a child process (its process group when `group`); waits
-/// at most a few seconds.
-fn kill_and_reap(child: &mut Child, group: bool, what: &str) {
-    let pid = child.id() as libc::pid_t;
-    if group {
-        // SAFETY: kill(2) on the process group `process_group(0)` made for
-        // this child; it touches no memory.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    } else {
-        let _ = child.kill();
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return,
-            Ok(None) if Instant::now() >= deadline => {
-                eprintln!("{what}: pid {pid} not reaped after SIGKILL");
-                return;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-        }
     }
 }
 
@@ -305,117 +279,23 @@ impl Drop for Daemon {
     }
 }
 
-/// The interpreter with the real client: `SCE_PYTHON`, else `.venv/bin/python`.
-fn python() -> PathBuf {
-    std::env::var_os("SCE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo().join(".venv/bin/python"))
-}
-
-/// `tests/clients/app.py saturate` in its own process group, killed and
-/// reaped on drop (panics included).
-struct App {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-    stderr: PathBuf,
-}
-
-impl App {
-    fn start(dir: &Path, exporter: &common::Exporter) -> App {
-        let python = python();
-        assert!(
-            python.exists(),
-            "no Python interpreter with the client at {}; {HINT}",
-            python.display()
-        );
-        let script = common::repo().join("tests/clients/app.py");
-        let workdir = dir.join("app");
-        std::fs::create_dir_all(&workdir).expect("create the app's work directory");
-        let stderr = dir.join("app.stderr");
-        let mut child = Command::new(&python)
-            .arg(&script)
-            .arg("saturate")
-            .args(["--port", &exporter.udp.port().to_string()])
-            .arg("--workdir")
-            .arg(&workdir)
-            .args(["--host", HOST])
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).expect("create the app's stderr file"))
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {HINT}", python.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        App {
-            stdin: child.stdin.take().expect("piped stdin"),
-            child,
-            lines,
-            stderr,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// The report of the next phase, which must be `phase`; the view of the
-    /// test's program in it.
-    fn report(&self, phase: &str) -> Value {
-        let line = match self.lines.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => panic!(
-                "app.py: no report of phase {phase:?} within {START_TIMEOUT:?}; stderr:\n{}",
-                self.stderr()
-            ),
-            Err(RecvTimeoutError::Disconnected) => panic!(
-                "app.py exited before phase {phase:?} ({HINT}); stderr:\n{}",
-                self.stderr()
-            ),
-        };
-        let report: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("app.py: bad report {line:?}: {e}"));
-        assert_eq!(report["phase"], phase, "app.py: phases out of step");
-        let live = report["live"].as_array().expect("live views");
-        assert_eq!(live.len(), 1, "one process, one program: {report}");
-        let view = live[0].clone();
-        assert!(
-            view["program"] == PROGRAM && view["host"] == HOST && view["engines"] == 1,
-            "the saturate scenario runs one engine of {PROGRAM} on {HOST}: {view}"
-        );
-        assert_eq!(
-            view["sender_alive"], true,
-            "the client's sender thread is dead: {view}"
-        );
-        view
-    }
-
-    /// Lets the app go on to its next phase.
-    fn next(&mut self) {
-        self.stdin
-            .write_all(b"next\n")
-            .and_then(|()| self.stdin.flush())
-            .unwrap_or_else(|e| panic!("app.py: write to stdin: {e}"));
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child, true, "app.py");
-        if std::thread::panicking() {
-            eprintln!("app.py stderr:\n{}", self.stderr());
-        }
-    }
+/// The report of the next phase of `app.py saturate`, which must be
+/// `phase`; the view of the test's program in it.
+fn report(app: &App, phase: &str) -> Value {
+    let report: Value = app.read_report(Some(phase), START_TIMEOUT);
+    assert_eq!(report["phase"], phase, "app.py: phases out of step");
+    let live = report["live"].as_array().expect("live views");
+    assert_eq!(live.len(), 1, "one process, one program: {report}");
+    let view = live[0].clone();
+    assert!(
+        view["program"] == PROGRAM && view["host"] == HOST && view["engines"] == 1,
+        "the saturate scenario runs one engine of {PROGRAM} on {HOST}: {view}"
+    );
+    assert_eq!(
+        view["sender_alive"], true,
+        "the client's sender thread is dead: {view}"
+    );
+    view
 }
 
 // ---- the webhook receiver -------------------------------------------------------
@@ -735,8 +615,8 @@ fn pool_saturation_reaches_the_webhook_and_resolves() {
     let ready = started.elapsed();
 
     // The app saturates its pool.
-    let mut app = App::start(&tmp.0, &exporter);
-    let view = app.report("saturated");
+    let mut app = App::start("saturate", exporter.udp.port(), HOST);
+    let view = report(&app, "saturated");
     assert_eq!(
         view["own"]["held"].as_f64(),
         Some(CAPACITY),
@@ -810,7 +690,7 @@ fn pool_saturation_reaches_the_webhook_and_resolves() {
 
     // Resolved: the app returns its connections.
     app.next();
-    let view = app.report("released");
+    let view = report(&app, "released");
     assert_eq!(
         view["own"]["held"].as_f64(),
         Some(0.0),

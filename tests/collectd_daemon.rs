@@ -24,7 +24,8 @@
 mod collectd;
 mod common;
 
-use collectd::{Collectd, CsvSeries, READ_PLUGINS, Server, Setup, TYPES_DB, TempDir, app};
+use collectd::{Collectd, CsvSeries, READ_PLUGINS, Server, Setup, TYPES_DB, TempDir};
+use common::client::{App, Programs, Report, Series, shows};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -577,41 +578,9 @@ const RELAY_PHASE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Until collectd has loaded the python plugin and the server plugin listens.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The `sqlalchemy_*` series of one host/program.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Program {
-    processes: u64,
-    pools: u64,
-    connections: u64,
-    checked_out: u64,
-    checked_in: u64,
-    detached: u64,
-    checkouts: u64,
-    connects: u64,
-    disconnects: u64,
-    invalidations: u64,
-}
-
-impl Program {
-    fn series(&self) -> [(&'static str, u64); 10] {
-        [
-            ("sqlalchemy_processes", self.processes),
-            ("sqlalchemy_pools", self.pools),
-            ("sqlalchemy_connections", self.connections),
-            ("sqlalchemy_connections_checked_out", self.checked_out),
-            ("sqlalchemy_connections_checked_in", self.checked_in),
-            ("sqlalchemy_connections_detached", self.detached),
-            ("sqlalchemy_checkouts_total", self.checkouts),
-            ("sqlalchemy_connects_total", self.connects),
-            ("sqlalchemy_disconnects_total", self.disconnects),
-            ("sqlalchemy_invalidations_total", self.invalidations),
-        ]
-    }
-}
-
 /// The relayed stat (type-type instance, as the server plugin dispatches it
 /// and the csv plugin names its file) behind each series, in
-/// [`Program::series`] order.
+/// [`Series::series`] order.
 const RELAY_STATS: [&str; 10] = [
     "count-numprocs",
     "count-numpools",
@@ -624,8 +593,6 @@ const RELAY_STATS: [&str; 10] = [
     "derive-disconnects",
     "derive-invalidated",
 ];
-
-type Programs = BTreeMap<(String, String), Program>;
 
 /// What the exporter must show for an app behind the server plugin, from
 /// the app's report.
@@ -642,7 +609,7 @@ type Programs = BTreeMap<(String, String), Program>;
 /// client's `id(None)` quirk, see tests/real_client.rs). The exporter
 /// exports the relayed gauges as they are and builds its counters from the
 /// relayed sums' increases, which for sums that only grow is the last sum.
-fn relayed(report: &app::Report) -> Programs {
+fn relayed(report: &Report) -> Programs {
     assert!(
         report.dead.is_empty(),
         "the server plugin drops exited processes from its sums; this rule set has no \
@@ -664,21 +631,6 @@ fn relayed(report: &app::Report) -> Programs {
         e.invalidations += s.invalidations;
     }
     want
-}
-
-/// Whether the scrape shows exactly `want`: every series of every
-/// host/program, and no other host/program.
-fn shows(samples: &BTreeMap<String, f64>, want: &Programs) -> bool {
-    let programs = samples
-        .keys()
-        .filter(|k| k.starts_with("sqlalchemy_processes{"))
-        .count();
-    programs == want.len()
-        && want.iter().all(|((host, program), e)| {
-            e.series().iter().all(|(name, value)| {
-                common::sqla(samples, name, host, program) == Some(*value as f64)
-            })
-        })
 }
 
 /// The `sqlalchemy*` lines of an exposition, for messages.
@@ -772,11 +724,11 @@ fn start_relay(exporter_udp: u16, module_path: &std::path::Path) -> (Collectd, u
 /// sum of the relayed sums' increases).
 #[test]
 fn relay_through_sqlalchemy_collectd_server_plugin() {
-    let module_path = app::site_packages();
+    let module_path = common::client::site_packages();
     let e = common::start(&["--collectd.typesdb-file", TYPES_DB, "--stale-after", "120s"]);
     let (mut cd, relay_port) = start_relay(e.udp.port(), &module_path);
     let host = format!("relay-{}", std::process::id());
-    let mut app = app::App::start("relay", relay_port, &host);
+    let mut app = App::start("relay", relay_port, &host);
 
     let phases = ["out", "back"];
     for (i, phase) in phases.iter().enumerate() {
@@ -896,7 +848,7 @@ fn relay_through_sqlalchemy_collectd_server_plugin() {
     assert_eq!(value_of(&s, &format!("{P}generic_value_lists")), 0.0);
 
     // The final values are the last relayed ones.
-    let mut last = Program::default();
+    let mut last = Series::default();
     {
         let fields: [&mut u64; 10] = [
             &mut last.processes,

@@ -21,14 +21,12 @@
 
 mod common;
 
+use common::client::{App, kill_and_reap};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The dashboards and their stable uids.
@@ -351,31 +349,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Kills and reaps a child process; waits at most a few seconds.
-fn kill_and_reap(child: &mut Child, group: bool, what: &str) {
-    let pid = child.id() as libc::pid_t;
-    if group {
-        // SAFETY: kill(2) on the process group `process_group(0)` made for
-        // this child; it touches no memory.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    } else {
-        let _ = child.kill();
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return,
-            Ok(None) if Instant::now() >= deadline => {
-                eprintln!("{what}: pid {pid} not reaped after SIGKILL");
-                return;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-}
-
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -510,97 +483,6 @@ impl Drop for Prometheus {
     }
 }
 
-/// The interpreter with the real client: `SCE_PYTHON`, else `.venv/bin/python`.
-fn python() -> PathBuf {
-    std::env::var_os("SCE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo().join(".venv/bin/python"))
-}
-
-/// `tests/clients/app.py dashboards` in its own process group, killed and
-/// reaped on drop (panics included).
-struct App {
-    child: Child,
-    _stdin: ChildStdin,
-    lines: Receiver<String>,
-    stderr: PathBuf,
-}
-
-impl App {
-    fn start(dir: &Path, exporter: &common::Exporter) -> App {
-        let python = python();
-        let script = common::repo().join("tests/clients/app.py");
-        let workdir = dir.join("app");
-        std::fs::create_dir_all(&workdir).expect("create the app's work directory");
-        let stderr = dir.join("app.stderr");
-        let mut child = Command::new(&python)
-            .arg(&script)
-            .arg("dashboards")
-            .args(["--port", &exporter.udp.port().to_string()])
-            .arg("--workdir")
-            .arg(&workdir)
-            .args(["--host", HOST])
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).expect("create the app's stderr file"))
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {HINT}", python.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        App {
-            _stdin: child.stdin.take().expect("piped stdin"),
-            child,
-            lines,
-            stderr,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = File::open(&self.stderr) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-
-    /// The app's (single) report: it holds that state until it is killed.
-    fn report(&self) -> Value {
-        let line = match self.lines.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => {
-                panic!(
-                    "app.py: no report within {START_TIMEOUT:?}; stderr:\n{}",
-                    self.stderr()
-                )
-            }
-            Err(RecvTimeoutError::Disconnected) => panic!(
-                "app.py exited without a report ({HINT}); stderr:\n{}",
-                self.stderr()
-            ),
-        };
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("app.py: bad report {line:?}: {e}"))
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child, true, "app.py");
-        if std::thread::panicking() {
-            eprintln!("app.py stderr:\n{}", self.stderr());
-        }
-    }
-}
-
 /// Recording rule names of a rules file.
 fn recorded(rules: &Path) -> BTreeSet<String> {
     let text =
@@ -667,7 +549,7 @@ fn every_dashboard_query_returns_data() {
     let config = tmp.0.join("exporter.yml");
     std::fs::write(&config, EXPORTER_CONFIG).expect("write the exporter config");
     let exporter = common::start(&["--config.file", config.to_str().expect("UTF-8 temp path")]);
-    let app = App::start(&tmp.0, &exporter);
+    let app = App::start("dashboards", exporter.udp.port(), HOST);
 
     let prom_config = tmp.0.join("prometheus.yml");
     std::fs::write(
@@ -686,7 +568,7 @@ fn every_dashboard_query_returns_data() {
 
     // The app's state, as Prometheus sees it: the client has reported, the
     // scrape carries the config's capacity and the rules are evaluated.
-    let report = app.report();
+    let report: Value = app.read_report(None, START_TIMEOUT);
     let view = report["live"]
         .as_array()
         .and_then(|l| l.iter().find(|v| v["program"] == PROGRAM))

@@ -35,124 +35,19 @@
 
 mod common;
 
-use serde::Deserialize;
+use common::client::{App, Programs, Report, View, shows};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long one phase may take to show up in `/metrics`: the client sends
 /// every 2.0–2.2 s, so this is several send periods.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long the app may take to report a phase (Python start-up included).
-const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Host label the apps send (`collectd_report_host`).
 const HOST: &str = "itest";
 
-/// What one process did for one program (see `tests/clients/app.py`).
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-struct State {
-    held: u64,
-    idle: u64,
-    detached: u64,
-    open: u64,
-    none_checkins: u64,
-    checkouts: u64,
-    connects: u64,
-    invalidations: u64,
-    disconnects: u64,
-}
-
-impl State {
-    fn plus(self, o: State) -> State {
-        State {
-            held: self.held + o.held,
-            idle: self.idle + o.idle,
-            detached: self.detached + o.detached,
-            open: self.open + o.open,
-            none_checkins: self.none_checkins + o.none_checkins,
-            checkouts: self.checkouts + o.checkouts,
-            connects: self.connects + o.connects,
-            invalidations: self.invalidations + o.invalidations,
-            disconnects: self.disconnects + o.disconnects,
-        }
-    }
-}
-
-/// One process's record for one program.
-#[derive(Clone, Debug, Deserialize)]
-struct View {
-    pid: u32,
-    program: String,
-    host: String,
-    forked: bool,
-    engines: u64,
-    own: State,
-    inherited: Option<State>,
-    /// Whether the client's sender thread runs in this process.
-    sender_alive: bool,
-}
-
-impl View {
-    /// Rule 1.
-    fn reports(&self) -> bool {
-        !self.forked || self.own.connects > 0
-    }
-
-    /// Rule 2: the collector state the client holds in this process.
-    fn client_state(&self) -> State {
-        self.inherited.unwrap_or_default().plus(self.own)
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct Report {
-    phase: String,
-    live: Vec<View>,
-    dead: Vec<View>,
-}
-
-/// The series of one host/program.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Expected {
-    processes: u64,
-    pools: u64,
-    connections: u64,
-    checked_out: u64,
-    checked_in: u64,
-    detached: u64,
-    checkouts: u64,
-    connects: u64,
-    disconnects: u64,
-    invalidations: u64,
-}
-
-impl Expected {
-    fn series(&self) -> [(&'static str, u64); 10] {
-        [
-            ("sqlalchemy_processes", self.processes),
-            ("sqlalchemy_pools", self.pools),
-            ("sqlalchemy_connections", self.connections),
-            ("sqlalchemy_connections_checked_out", self.checked_out),
-            ("sqlalchemy_connections_checked_in", self.checked_in),
-            ("sqlalchemy_connections_detached", self.detached),
-            ("sqlalchemy_checkouts_total", self.checkouts),
-            ("sqlalchemy_connects_total", self.connects),
-            ("sqlalchemy_disconnects_total", self.disconnects),
-            ("sqlalchemy_invalidations_total", self.invalidations),
-        ]
-    }
-}
-
-type Want = BTreeMap<(String, String), Expected>;
-
 /// Applies the rules to the latest report of every app.
-fn expected(reports: &[&Report]) -> Want {
-    let mut want = Want::new();
+fn expected(reports: &[&Report]) -> Programs {
+    let mut want = Programs::new();
     for r in reports {
         for (v, live) in r
             .live
@@ -160,9 +55,11 @@ fn expected(reports: &[&Report]) -> Want {
             .map(|v| (v, true))
             .chain(r.dead.iter().map(|v| (v, false)))
         {
+            // Rule 1.
             if !v.reports() {
                 continue;
             }
+            // Rule 2.
             let s = v.client_state();
             let e = want.entry((v.host.clone(), v.program.clone())).or_default();
             // Rule 5.
@@ -184,22 +81,7 @@ fn expected(reports: &[&Report]) -> Want {
     want
 }
 
-/// Whether the scrape shows exactly `want`: every series of every
-/// host/program, and no other host/program.
-fn shows(samples: &BTreeMap<String, f64>, want: &Want) -> bool {
-    let programs: Vec<&String> = samples
-        .keys()
-        .filter(|k| k.starts_with("sqlalchemy_processes{"))
-        .collect();
-    programs.len() == want.len()
-        && want.iter().all(|((host, program), e)| {
-            e.series().iter().all(|(name, value)| {
-                common::sqla(samples, name, host, program) == Some(*value as f64)
-            })
-        })
-}
-
-fn describe(want: &Want) -> String {
+fn describe(want: &Programs) -> String {
     want.iter()
         .map(|((host, program), e)| format!("\n  host={host} program={program}: {e:?}"))
         .collect()
@@ -215,194 +97,6 @@ fn await_reports(exporter: &common::Exporter, reports: &[&Report]) -> BTreeMap<S
         PHASE_TIMEOUT,
         |s| shows(s, &want),
     )
-}
-
-/// The interpreter with the real client installed: `SCE_PYTHON`, else
-/// `.venv/bin/python`. Missing is a failure, never a skip.
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = PYTHON.get_or_init(|| {
-        let path = std::env::var_os("SCE_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| common::repo().join(".venv/bin/python"));
-        let hint = "run the README's test command, scripts/test.sh, which installs \
-                    tests/clients/requirements.txt into .venv";
-        let mut child = Command::new(&path)
-            .args(["-c", "import sqlalchemy, sqlalchemy_collectd"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}; {hint}", path.display()))?;
-        let deadline = Instant::now() + REPORT_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Ok(None) | Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("{} -c 'import ...' hangs; {hint}", path.display()));
-                }
-            }
-        };
-        if !status.success() {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = pipe.read_to_string(&mut stderr);
-            }
-            return Err(format!(
-                "{} cannot import sqlalchemy_collectd: {}; {hint}",
-                path.display(),
-                stderr.trim()
-            ));
-        }
-        Ok(path)
-    });
-    match found {
-        Ok(p) => p,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// A running `app.py` in its own process group (its forked workers too),
-/// killed and reaped on drop, panics included.
-struct App {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-    workdir: PathBuf,
-    name: String,
-}
-
-impl App {
-    fn start(scenario: &str, exporter: &common::Exporter) -> App {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let workdir = std::env::temp_dir().join(format!(
-            "sce-real-client-{}-{scenario}-{seq}",
-            std::process::id()
-        ));
-        let python = python();
-        std::fs::create_dir_all(&workdir).expect("create the app's work directory");
-        let script = common::repo().join("tests/clients/app.py");
-        let mut child = Command::new(python)
-            .arg(&script)
-            .arg(scenario)
-            .args(["--port", &exporter.udp.port().to_string()])
-            .arg("--workdir")
-            .arg(&workdir)
-            .args(["--host", HOST])
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| {
-                let _ = std::fs::remove_dir_all(&workdir);
-                panic!("start {}: {e}", script.display())
-            });
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err_pipe = child.stderr.take().expect("piped stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err_pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                sink.lock().expect("stderr buffer").push_str(&text);
-            }
-        });
-        App {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            stderr,
-            workdir,
-            name: scenario.to_owned(),
-        }
-    }
-
-    /// The report of the next phase, which must be `phase`.
-    fn report(&mut self, phase: &str) -> Report {
-        let line = match self.lines.recv_timeout(REPORT_TIMEOUT) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => panic!(
-                "app {}: no report of phase {phase:?} within {REPORT_TIMEOUT:?}",
-                self.name
-            ),
-            Err(RecvTimeoutError::Disconnected) => {
-                panic!("app {}: exited before phase {phase:?}", self.name)
-            }
-        };
-        let report: Report = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("app {}: bad report {line:?}: {e}", self.name));
-        assert_eq!(report.phase, phase, "app {}: phases out of step", self.name);
-        for v in report.live.iter().filter(|v| v.reports()) {
-            assert!(
-                v.sender_alive,
-                "app {}: the client's sender thread is dead in pid {} ({}); \
-                 sqlalchemy-collectd iterates its target registry unlocked, and a \
-                 program registered meanwhile kills the thread",
-                self.name, v.pid, v.program
-            );
-        }
-        report
-    }
-
-    /// Lets the app go on to its next phase.
-    fn next(&mut self) {
-        let stdin = self.stdin.as_mut().expect("stdin open until drop");
-        stdin
-            .write_all(b"next\n")
-            .and_then(|()| stdin.flush())
-            .unwrap_or_else(|e| panic!("app {}: write to stdin: {e}", self.name));
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.stdin.take();
-        let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) with a negative pid signals the process group that
-        // `process_group(0)` made for this app; it touches no memory.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() >= deadline => {
-                    eprintln!("app {}: pid {pgid} not reaped after SIGKILL", self.name);
-                    break;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-        if std::thread::panicking() {
-            let stderr = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
-            eprintln!("app {} stderr:\n{stderr}", self.name);
-        }
-        let _ = std::fs::remove_dir_all(&self.workdir);
-    }
 }
 
 /// Runs one app through `phases`, checking `/metrics` after each; `check`
@@ -434,7 +128,7 @@ fn only<'a>(r: &'a Report, program: &str) -> &'a View {
 #[test]
 fn checkouts_and_checkins_are_exported_exactly() {
     let exporter = common::start(&[]);
-    let mut app = App::start("checkout", &exporter);
+    let mut app = App::start("checkout", exporter.udp.port(), HOST);
     walk(
         &exporter,
         &mut app,
@@ -463,7 +157,7 @@ fn checkouts_and_checkins_are_exported_exactly() {
 #[test]
 fn invalidation_and_detach_follow_the_client_including_its_checkin_quirk() {
     let exporter = common::start(&[]);
-    let mut app = App::start("invalidate_detach", &exporter);
+    let mut app = App::start("invalidate_detach", exporter.udp.port(), HOST);
     walk(
         &exporter,
         &mut app,
@@ -502,7 +196,7 @@ fn invalidation_and_detach_follow_the_client_including_its_checkin_quirk() {
 #[test]
 fn two_engines_in_one_process_are_two_pools_of_one_program() {
     let exporter = common::start(&[]);
-    let mut app = App::start("two_engines", &exporter);
+    let mut app = App::start("two_engines", exporter.udp.port(), HOST);
     walk(
         &exporter,
         &mut app,
@@ -520,7 +214,7 @@ fn two_engines_in_one_process_are_two_pools_of_one_program() {
 #[test]
 fn forked_workers_are_processes_once_they_connect() {
     let exporter = common::start(&[]);
-    let mut app = App::start("fork", &exporter);
+    let mut app = App::start("fork", exporter.udp.port(), HOST);
     let phases = [
         "init",
         "parent_one_idle",
@@ -568,8 +262,8 @@ fn two_program_names_are_separate_series() {
     let exporter = common::start(&[]);
     // One process with programs alpha and beta (beta under its own host),
     // and a second process with program alpha.
-    let mut main = App::start("programs", &exporter);
-    let mut side = App::start("programs_side", &exporter);
+    let mut main = App::start("programs", exporter.udp.port(), HOST);
+    let mut side = App::start("programs_side", exporter.udp.port(), HOST);
     let phases = ["init", "out", "back"];
     for (i, phase) in phases.iter().enumerate() {
         let a = main.report(phase);
@@ -604,7 +298,7 @@ fn a_worker_that_exits_leaves_the_gauges_within_the_stale_window_and_keeps_its_c
     const SLACK: Duration = Duration::from_millis(1000);
 
     let exporter = common::start(&[]);
-    let mut app = App::start("worker_exit", &exporter);
+    let mut app = App::start("worker_exit", exporter.udp.port(), HOST);
     let r = app.report("parent_one_idle");
     await_reports(&exporter, &[&r]);
     app.next();

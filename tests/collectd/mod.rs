@@ -3,10 +3,8 @@
 //! in the foreground as a child process that is always killed and reaped,
 //! and readers for what its csv plugin wrote and for the types.db it used.
 //! Besides the network plugin a configuration can have the write_http plugin
-//! and sqlalchemy-collectd's server plugin (in collectd's python plugin);
-//! [`app`] drives the real Python client.
-
-pub mod app;
+//! and sqlalchemy-collectd's server plugin (in collectd's python plugin),
+//! fed by the real Python client (`common::client`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,8 +1,11 @@
 //! Shared by the integration tests: an exporter started in-process on
 //! ephemeral loopback ports (its own runtime on its own thread, so tests are
-//! plain blocking code), UDP sending, scraping, parsing and polling.
+//! plain blocking code), UDP sending, scraping, parsing and polling;
+//! [`client`] drives the real Python client (`tests/clients/app.py`).
 
 #![allow(dead_code)]
+
+pub mod client;
 
 use sqlalchemy_collectd_exporter::config::Config;
 use sqlalchemy_collectd_exporter::server;
