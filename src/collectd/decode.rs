@@ -226,43 +226,48 @@ fn parse(
             });
         }
         let end = offset + usize::from(part_len);
-        let body = buf.slice(offset + 4..end);
+        // The body is sliced (a reference count) only for what keeps it: strings
+        // and values; numbers are read in place.
         let at = Part {
+            buf,
+            start: offset + 4,
+            end,
             offset,
             part_type,
             part_len,
         };
 
         match part_type {
-            part::HOST => state.id.host = at.identity_string(body)?,
-            part::PLUGIN => state.id.plugin = at.identity_string(body)?,
-            part::PLUGIN_INSTANCE => state.id.plugin_instance = at.identity_string(body)?,
-            part::TYPE => state.id.type_ = at.identity_string(body)?,
-            part::TYPE_INSTANCE => state.id.type_instance = at.identity_string(body)?,
-            part::TIME => state.time = CdTime::from_secs(at.number(&body)?),
-            part::TIME_HR => state.time = CdTime(at.number(&body)?),
-            part::INTERVAL => state.interval = CdTime::from_secs(at.number(&body)?),
-            part::INTERVAL_HR => state.interval = CdTime(at.number(&body)?),
-            part::SEVERITY => state.severity = at.number(&body)?,
+            part::HOST => state.id.host = at.identity_string()?,
+            part::PLUGIN => state.id.plugin = at.identity_string()?,
+            part::PLUGIN_INSTANCE => state.id.plugin_instance = at.identity_string()?,
+            part::TYPE => state.id.type_ = at.identity_string()?,
+            part::TYPE_INSTANCE => state.id.type_instance = at.identity_string()?,
+            part::TIME => state.time = CdTime::from_secs(at.number()?),
+            part::TIME_HR => state.time = CdTime(at.number()?),
+            part::INTERVAL => state.interval = CdTime::from_secs(at.number()?),
+            part::INTERVAL_HR => state.interval = CdTime(at.number()?),
+            part::SEVERITY => state.severity = at.number()?,
             part::VALUES => packet.value_lists.push(ValueList {
                 id: state.id.clone(),
                 time: state.time,
                 interval: state.interval,
-                values: at.values(body)?,
+                values: at.values()?,
                 protection,
             }),
             part::MESSAGE => packet.notifications.push(Notification {
                 id: state.id.clone(),
                 time: state.time,
                 severity: Severity::from_wire(state.severity),
-                message: at.raw_string(body)?,
+                message: at.raw_string()?,
                 protection,
             }),
             part::SIGNATURE => {
+                let body = at.body();
                 if body.len() < 32 {
                     return Err(DecodeError::SignatureTooShort { offset, part_len });
                 }
-                let user = body.slice(32..);
+                let user = buf.slice(at.start + 32..end);
                 packet.username = Some(user.clone());
                 let Some(keys) = keys else {
                     // Without an auth file collectd accepts signed data
@@ -293,7 +298,7 @@ fn parse(
                     return Err(DecodeError::TooDeep { offset });
                 }
                 let (user, payload) = keys
-                    .decrypt(&body)
+                    .decrypt(at.body())
                     .map_err(|e| DecodeError::Decrypt { offset, error: e })?;
                 packet.username = Some(user);
                 if payload.is_empty() {
@@ -315,55 +320,73 @@ fn parse(
     Ok(())
 }
 
-/// Where a part sits, for error messages.
-struct Part {
+/// One part: where it sits (for error messages) and its body
+/// `buf[start..end]`.
+struct Part<'a> {
+    buf: &'a Bytes,
+    start: usize,
+    end: usize,
     offset: usize,
     part_type: u16,
     part_len: u16,
 }
 
-impl Part {
-    fn number(&self, body: &Bytes) -> Result<u64, DecodeError> {
-        let word: [u8; 8] = body[..].try_into().map_err(|_| DecodeError::NumberLength {
-            offset: self.offset,
-            part_type: self.part_type,
-            part_len: self.part_len,
-        })?;
+impl Part<'_> {
+    fn body(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn number(&self) -> Result<u64, DecodeError> {
+        let word: [u8; 8] = self
+            .body()
+            .try_into()
+            .map_err(|_| DecodeError::NumberLength {
+                offset: self.offset,
+                part_type: self.part_type,
+                part_len: self.part_len,
+            })?;
         Ok(u64::from_be_bytes(word))
     }
 
-    /// A NUL-terminated string without its NUL. Like collectd's C strings it
-    /// ends at the first NUL.
-    fn raw_string(&self, body: Bytes) -> Result<Bytes, DecodeError> {
+    /// The length of a NUL-terminated string body without its NUL. Like
+    /// collectd's C strings it ends at the first NUL.
+    fn string_len(&self) -> Result<usize, DecodeError> {
+        let body = self.body();
         if body.last() != Some(&0) {
             return Err(DecodeError::StringNotTerminated {
                 offset: self.offset,
                 part_type: self.part_type,
             });
         }
-        let end = body.iter().position(|&b| b == 0).unwrap_or(0);
-        Ok(body.slice(..end))
+        Ok(body.iter().position(|&b| b == 0).unwrap_or(0))
     }
 
-    fn identity_string(&self, body: Bytes) -> Result<Str, DecodeError> {
-        let s = self.raw_string(body)?;
-        if s.len() >= MAX_STRING_BYTES {
+    fn raw_string(&self) -> Result<Bytes, DecodeError> {
+        let len = self.string_len()?;
+        Ok(self.buf.slice(self.start..self.start + len))
+    }
+
+    fn identity_string(&self) -> Result<Str, DecodeError> {
+        let len = self.string_len()?;
+        if len >= MAX_STRING_BYTES {
             return Err(DecodeError::StringTooLong {
                 offset: self.offset,
                 part_type: self.part_type,
-                len: s.len(),
+                len,
             });
         }
-        if std::str::from_utf8(&s).is_err() {
+        let range = self.start..self.start + len;
+        if std::str::from_utf8(&self.buf[range.clone()]).is_err() {
             return Err(DecodeError::InvalidUtf8 {
                 offset: self.offset,
                 part_type: self.part_type,
             });
         }
-        Ok(Str::from_checked(s))
+        Ok(Str::from_checked(self.buf.slice(range)))
     }
 
-    fn values(&self, body: Bytes) -> Result<Values, DecodeError> {
+    fn values(&self) -> Result<Values, DecodeError> {
+        let body = self.body();
         if body.len() < 2 {
             return Err(DecodeError::ValuesLength {
                 offset: self.offset,
@@ -384,8 +407,7 @@ impl Part {
                 part_len: self.part_len,
             });
         }
-        let raw = body.slice(2..);
-        for (index, &code) in raw[..usize::from(count)].iter().enumerate() {
+        for (index, &code) in body[2..2 + usize::from(count)].iter().enumerate() {
             if code > value_type::ABSOLUTE {
                 return Err(DecodeError::UnknownValueType {
                     offset: self.offset,
@@ -394,7 +416,9 @@ impl Part {
                 });
             }
         }
-        Ok(Values::from_checked(raw))
+        Ok(Values::from_checked(
+            self.buf.slice(self.start + 2..self.end),
+        ))
     }
 }
 

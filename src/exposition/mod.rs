@@ -40,7 +40,8 @@ pub fn router(shared: Arc<Shared>, telemetry_path: &str, push_path: &str) -> Rou
 /// accepted is in the snapshot too.
 pub fn scrape(shared: &Shared, now: Instant) -> Scrape {
     let telemetry = shared.telemetry.snapshot();
-    let mut sqla = lock(&shared.sqla).snapshot(now);
+    let mut sqla = lock(&shared.sqla).snapshot_unsorted(now);
+    sqla.sort();
     let databases = shared.capacity().apply(&mut sqla.programs);
     // Copy under the lock; names and labels are built after it is released.
     let live = lock(&shared.generic).live(now);

@@ -19,7 +19,10 @@
 use crate::collectd::{CdTime, HR_PER_SECOND};
 use crate::route::{Cumulative, Pool, ProcessKey, RelayStat, Sample, SqlaRecord};
 use crate::store::{Freshness, Now};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+/// Keys come from the network: a seeded hasher, fast for short strings.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,7 +117,7 @@ impl Relay {
 
 #[derive(Debug)]
 struct Program {
-    processes: HashMap<Box<str>, Process>,
+    processes: Map<Box<str>, Process>,
     /// Accumulated deltas: checkouts, invalidated, connects, disconnects.
     totals: [u64; 4],
     /// commits, rollbacks, transactions; `None` until a client sends them.
@@ -122,6 +125,71 @@ struct Program {
     last_report_unix: f64,
     /// The latest `live_until` of its processes.
     live_until: Instant,
+}
+
+impl Program {
+    /// Applies a record to one of this program's processes (which exists).
+    fn update(
+        &mut self,
+        token: &str,
+        record: &SqlaRecord,
+        time: CdTime,
+        window: Duration,
+        now: Now,
+    ) -> Result<(), ApplyError> {
+        let Program {
+            processes,
+            totals,
+            transactions,
+            last_report_unix,
+            live_until,
+        } = self;
+        let Some(process) = processes.get_mut(token) else {
+            return Ok(());
+        };
+        match &record.sample {
+            Sample::Pool(pool) => {
+                newer(&process.pool, time)?;
+                process.pool = Some((time, *pool));
+            }
+            Sample::Cumulative(Cumulative::Totals(new)) => {
+                let old = newer(&process.totals, time)?;
+                add_deltas(totals, old, new);
+                process.totals = Some((time, *new));
+            }
+            Sample::Cumulative(Cumulative::Transactions(new)) => {
+                let old = newer(&process.transactions, time)?;
+                add_deltas(transactions.get_or_insert([0; 3]), old, new);
+                process.transactions = Some((time, *new));
+            }
+            Sample::Relay(stat) => {
+                let relay = process.relay.get_or_insert_with(Box::default);
+                match *stat {
+                    RelayStat::Gauge { index, value } => {
+                        let slot = &mut relay.gauges[index];
+                        newer(slot, time)?;
+                        *slot = Some((time, value));
+                    }
+                    RelayStat::Counter { index, value } => {
+                        let slot = &mut relay.counters[index];
+                        let old = newer(slot, time)?;
+                        // A relayed sum drops when a process leaves the
+                        // relaying server's aggregate: nothing was undone, so
+                        // the sum is re-based instead of counted as a reset.
+                        let delta = value.saturating_sub(old.unwrap_or(0));
+                        totals[index] = totals[index].saturating_add(delta);
+                        *slot = Some((time, value));
+                    }
+                }
+            }
+        }
+
+        process.live_until = now.at + window;
+        process.expiry_counted = false;
+        *live_until = (*live_until).max(process.live_until);
+        *last_report_unix = last_report_unix.max(now.unix);
+        Ok(())
+    }
 }
 
 /// One host/program as exported.
@@ -153,6 +221,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    pub fn sort(&mut self) {
+        self.programs
+            .sort_unstable_by(|a, b| (&*a.host, &*a.program).cmp(&(&*b.host, &*b.program)));
+    }
+
     pub fn live_processes(&self) -> u64 {
         self.programs.iter().map(|p| p.processes).sum()
     }
@@ -162,7 +235,7 @@ impl Snapshot {
 pub struct SqlaStore {
     freshness: Freshness,
     limits: Limits,
-    hosts: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Program>>,
+    hosts: Map<Arc<str>, Map<Arc<str>, Program>>,
     programs: usize,
     processes: usize,
     stats: StoreStats,
@@ -185,22 +258,6 @@ impl SqlaStore {
 
     pub fn apply(&mut self, record: &SqlaRecord, now: Now) -> Result<(), ApplyError> {
         let key = &record.key;
-        let known_program = self
-            .hosts
-            .get(key.host.as_str())
-            .and_then(|programs| programs.get(key.program.as_str()));
-        let known_process =
-            known_program.is_some_and(|p| p.processes.contains_key(key.token.as_str()));
-        if known_program.is_none() && self.programs >= self.limits.max_programs {
-            return Err(ApplyError::OverLimit("program"));
-        }
-        if !known_process && self.processes >= self.limits.max_processes {
-            self.evict_dead_processes(now.at);
-            if self.processes >= self.limits.max_processes {
-                return Err(ApplyError::OverLimit("process"));
-            }
-        }
-
         let time = if record.time.is_zero() {
             // No TIME part: order by arrival instead.
             CdTime((now.unix * HR_PER_SECOND as f64) as u64)
@@ -208,74 +265,52 @@ impl SqlaStore {
             record.time
         };
         let window = self.freshness.window(record.interval);
-        if !known_process {
-            self.processes += 1;
+
+        // A known process, by far the common case: three lookups, no allocation.
+        if let Some(program) = self
+            .hosts
+            .get_mut(key.host.as_str())
+            .and_then(|programs| programs.get_mut(key.program.as_str()))
+        {
+            if program.processes.contains_key(key.token.as_str()) {
+                return program.update(key.token.as_str(), record, time, window, now);
+            }
         }
+
+        let known_program = self
+            .hosts
+            .get(key.host.as_str())
+            .is_some_and(|programs| programs.contains_key(key.program.as_str()));
+        if !known_program && self.programs >= self.limits.max_programs {
+            return Err(ApplyError::OverLimit("program"));
+        }
+        if self.processes >= self.limits.max_processes {
+            self.evict_dead_processes(now.at);
+            if self.processes >= self.limits.max_processes {
+                return Err(ApplyError::OverLimit("process"));
+            }
+        }
+        self.processes += 1;
         let program = self.program_entry(key, now.at);
-        let process = match program.processes.get_mut(key.token.as_str()) {
-            Some(p) => p,
-            None => program
-                .processes
-                .entry(key.token.as_str().into())
-                .or_insert(Process {
-                    live_until: now.at,
-                    expiry_counted: false,
-                    pool: None,
-                    totals: None,
-                    transactions: None,
-                    relay: None,
-                }),
-        };
-
-        match &record.sample {
-            Sample::Pool(pool) => {
-                newer(&process.pool, time)?;
-                process.pool = Some((time, *pool));
-            }
-            Sample::Cumulative(Cumulative::Totals(new)) => {
-                let old = newer(&process.totals, time)?;
-                add_deltas(&mut program.totals, old, new);
-                process.totals = Some((time, *new));
-            }
-            Sample::Cumulative(Cumulative::Transactions(new)) => {
-                let old = newer(&process.transactions, time)?;
-                add_deltas(program.transactions.get_or_insert([0; 3]), old, new);
-                process.transactions = Some((time, *new));
-            }
-            Sample::Relay(stat) => {
-                let relay = process.relay.get_or_insert_with(Box::default);
-                match *stat {
-                    RelayStat::Gauge { index, value } => {
-                        let slot = &mut relay.gauges[index];
-                        newer(slot, time)?;
-                        *slot = Some((time, value));
-                    }
-                    RelayStat::Counter { index, value } => {
-                        let slot = &mut relay.counters[index];
-                        let old = newer(slot, time)?;
-                        // A relayed sum drops when a process leaves the
-                        // relaying server's aggregate: nothing was undone, so
-                        // the sum is re-based instead of counted as a reset.
-                        let delta = value.saturating_sub(old.unwrap_or(0));
-                        program.totals[index] = program.totals[index].saturating_add(delta);
-                        *slot = Some((time, value));
-                    }
-                }
-            }
-        }
-
-        process.live_until = now.at + window;
-        process.expiry_counted = false;
-        program.live_until = program.live_until.max(process.live_until);
-        program.last_report_unix = program.last_report_unix.max(now.unix);
-        Ok(())
+        program.processes.insert(
+            key.token.as_str().into(),
+            Process {
+                live_until: now.at,
+                expiry_counted: false,
+                pool: None,
+                totals: None,
+                transactions: None,
+                relay: None,
+            },
+        );
+        program.update(key.token.as_str(), record, time, window, now)
     }
 
     fn program_entry(&mut self, key: &ProcessKey, at: Instant) -> &mut Program {
         // Two lookups instead of `entry` so that a known host/program costs no
         // allocation for its key.
         if !self.hosts.contains_key(key.host.as_str()) {
-            self.hosts.insert(key.host.as_str().into(), BTreeMap::new());
+            self.hosts.insert(key.host.as_str().into(), Map::default());
         }
         let programs = self
             .hosts
@@ -286,7 +321,7 @@ impl SqlaStore {
             programs.insert(
                 key.program.as_str().into(),
                 Program {
-                    processes: HashMap::new(),
+                    processes: Map::default(),
                     totals: [0; 4],
                     transactions: None,
                     last_report_unix: 0.0,
@@ -362,8 +397,16 @@ impl SqlaStore {
     }
 
     /// Every host/program not yet forgotten, with gauges over the processes
-    /// live at `now` (exact even between sweeps).
+    /// live at `now` (exact even between sweeps), sorted by host and program.
     pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut s = self.snapshot_unsorted(now);
+        s.sort();
+        s
+    }
+
+    /// [`SqlaStore::snapshot`] in no particular order: what runs under the
+    /// lock; the scrape sorts after releasing it.
+    pub fn snapshot_unsorted(&self, now: Instant) -> Snapshot {
         let forget = self.freshness.forget_after;
         let mut programs = Vec::with_capacity(self.programs);
         for (host, host_programs) in &self.hosts {
