@@ -39,3 +39,11 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 SCE_PYTHON="$PWD/.venv/bin/python" cargo test --locked "$@"
+
+# Coverage-guided fuzzing of the decoders and parsers, FUZZ_SECONDS per target.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "== installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+echo "== scripts/fuzz.sh ${FUZZ_SECONDS:-60}"
+scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

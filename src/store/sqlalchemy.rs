@@ -271,10 +271,9 @@ impl SqlaStore {
             .hosts
             .get_mut(key.host.as_str())
             .and_then(|programs| programs.get_mut(key.program.as_str()))
+            && program.processes.contains_key(key.token.as_str())
         {
-            if program.processes.contains_key(key.token.as_str()) {
-                return program.update(key.token.as_str(), record, time, window, now);
-            }
+            return program.update(key.token.as_str(), record, time, window, now);
         }
 
         let known_program = self
