@@ -26,6 +26,10 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A client timestamp as the store keeps it: never zero (a report without
+/// one is stamped with its arrival), so `Option<(Stamp, _)>` needs no tag.
+type Stamp = std::num::NonZeroU64;
+
 /// Bounds on what a sender can make the store hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -81,9 +85,11 @@ pub struct StoreStats {
 struct Process {
     live_until: Instant,
     expiry_counted: bool,
-    pool: Option<(CdTime, Pool)>,
-    totals: Option<(CdTime, [u64; 4])>,
-    transactions: Option<(CdTime, [u64; 3])>,
+    pool: Option<(Stamp, Pool)>,
+    totals: Option<(Stamp, [u64; 4])>,
+    /// Boxed: few clients send transactions, and every process pays for the
+    /// field's size.
+    transactions: Option<Box<(Stamp, [u64; 3])>>,
     /// Set for a host/program relayed by sqlalchemy-collectd's server plugin.
     relay: Option<Box<Relay>>,
 }
@@ -93,9 +99,9 @@ struct Process {
 #[derive(Debug, Default)]
 struct Relay {
     /// numpools, checkedout, checkedin, detached, connections, numprocs.
-    gauges: [Option<(CdTime, f64)>; 6],
+    gauges: [Option<(Stamp, f64)>; 6],
     /// Last relayed sum of checkouts, invalidated, connects, disconnects.
-    counters: [Option<(CdTime, u64)>; 4],
+    counters: [Option<(Stamp, u64)>; 4],
 }
 
 impl Relay {
@@ -133,7 +139,7 @@ impl Program {
         &mut self,
         token: &str,
         record: &SqlaRecord,
-        time: CdTime,
+        time: Stamp,
         window: Duration,
         now: Now,
     ) -> Result<(), ApplyError> {
@@ -158,9 +164,9 @@ impl Program {
                 process.totals = Some((time, *new));
             }
             Sample::Cumulative(Cumulative::Transactions(new)) => {
-                let old = newer(&process.transactions, time)?;
+                let old = newer(&process.transactions.as_deref().copied(), time)?;
                 add_deltas(transactions.get_or_insert([0; 3]), old, new);
-                process.transactions = Some((time, *new));
+                process.transactions = Some(Box::new((time, *new)));
             }
             Sample::Relay(stat) => {
                 let relay = process.relay.get_or_insert_with(Box::default);
@@ -264,6 +270,7 @@ impl SqlaStore {
         } else {
             record.time
         };
+        let time = Stamp::new(time.0).unwrap_or(Stamp::MIN);
         let window = self.freshness.window(record.interval);
 
         // A known process, by far the common case: three lookups, no allocation.
@@ -448,7 +455,7 @@ impl SqlaStore {
 
 /// The last accepted sample of this type if `time` is newer than it;
 /// otherwise the report is a duplicate or out of order.
-fn newer<T: Copy>(last: &Option<(CdTime, T)>, time: CdTime) -> Result<Option<T>, ApplyError> {
+fn newer<T: Copy>(last: &Option<(Stamp, T)>, time: Stamp) -> Result<Option<T>, ApplyError> {
     match last {
         Some((t, _)) if time <= *t => Err(ApplyError::OutOfOrder),
         Some((_, v)) => Ok(Some(*v)),
@@ -523,6 +530,16 @@ mod tests {
         let snap = store.snapshot(at);
         assert_eq!(snap.programs.len(), 1, "{snap:?}");
         snap.programs[0].clone()
+    }
+
+    #[test]
+    fn a_process_stays_small() {
+        // What each tracked process costs before the map's own overhead.
+        assert!(
+            std::mem::size_of::<Process>() <= 128,
+            "{}",
+            std::mem::size_of::<Process>()
+        );
     }
 
     #[test]
