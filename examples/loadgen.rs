@@ -33,6 +33,13 @@ fn parse() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!(
+                "loadgen [--target 127.0.0.1:25827] [--hosts 10] [--programs 10] [--processes 10] \
+                 [--rate 0 (as fast as possible)] [--seconds 10 (at most 600)] [--max 10000000]"
+            );
+            std::process::exit(0);
+        }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let n = || {
             value
