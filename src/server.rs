@@ -77,14 +77,12 @@ impl Shared {
         let mut status = lock(&self.reload);
         match result {
             Ok(c) => {
-                tracing::info!(
-                    path = %path.display(), pools = c.pool_rules(), databases = c.database_rules(),
-                    "config file reloaded"
-                );
+                let (pools, databases) = (c.pool_rules(), c.database_rules());
                 match self.capacity.write() {
                     Ok(mut slot) => *slot = Arc::new(c),
                     Err(p) => *p.into_inner() = Arc::new(c),
                 }
+                tracing::info!(path = %path.display(), pools, databases, "config file reloaded");
                 *status = ReloadStatus {
                     successful: true,
                     success_unix: crate::store::Now::wall().unix,
@@ -105,11 +103,13 @@ impl Shared {
             return Ok(());
         };
         let keys = Keys::load(path)?;
-        tracing::info!(path = %path.display(), users = keys.len(), "auth file reloaded");
+        let users = keys.len();
         match self.keys.write() {
             Ok(mut k) => *k = Some(Arc::new(keys)),
             Err(p) => *p.into_inner() = Some(Arc::new(keys)),
         }
+        // Logged once the new users are in use, so the line means they are.
+        tracing::info!(path = %path.display(), users, "auth file reloaded");
         Ok(())
     }
 }
