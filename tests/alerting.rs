@@ -24,14 +24,13 @@
 
 mod common;
 
-use common::client::{App, kill_and_reap};
+use common::client::App;
+use common::daemon::{Daemon, TempDir};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -135,108 +134,7 @@ fn alertmanager_config(example: &str, url: &str) -> String {
 
 // ---- processes ----------------------------------------------------------------
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("sce-alerting-{}-{what}-{seq}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
-/// A Prometheus or Alertmanager on a free loopback port, killed and reaped
-/// on drop (panics included); its log is printed when the test fails.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-    url: String,
-    addr: SocketAddr,
-    log: PathBuf,
-    agent: ureq::Agent,
-}
-
 impl Daemon {
-    /// Runs `binary` with `args(port, attempt)` and waits for `/-/ready`.
-    fn start(
-        name: &'static str,
-        binary: &str,
-        dir: &Path,
-        args: impl Fn(u16, usize) -> Vec<String>,
-    ) -> Daemon {
-        let mut last_log = String::new();
-        // A port taken between choosing and binding makes the daemon exit:
-        // try another.
-        for attempt in 0..3 {
-            let addr = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port");
-            let log = dir.join(format!("{name}-{attempt}.log"));
-            let child = Command::new(binary)
-                .args(args(addr.port(), attempt))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).expect("create the log file"))
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {binary}: {e}; {HINT}"));
-            let mut daemon = Daemon {
-                name,
-                child,
-                url: format!("http://{addr}"),
-                addr,
-                log,
-                agent: agent(),
-            };
-            let deadline = Instant::now() + START_TIMEOUT;
-            loop {
-                if let Ok(Some(status)) = daemon.child.try_wait() {
-                    last_log = daemon.log_text();
-                    eprintln!("{name} exited ({status}) on {addr}:\n{last_log}");
-                    break;
-                }
-                if daemon.get("/-/ready").is_some_and(|(code, _)| code == 200) {
-                    return daemon;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{name} not ready within {START_TIMEOUT:?}:\n{}",
-                    daemon.log_text()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("{name} did not start:\n{last_log}")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut resp = self.agent.get(format!("{}{path}", self.url)).call().ok()?;
-        let code = resp.status().as_u16();
-        Some((code, resp.body_mut().read_to_string().ok()?))
-    }
-
     /// A JSON answer of the API, or `Null` when there is none.
     fn json(&self, path: &str) -> Value {
         self.get(path)
@@ -267,15 +165,6 @@ impl Daemon {
                 (s["metric"].clone(), v)
             })
             .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child, false, self.name);
-        if std::thread::panicking() {
-            eprintln!("{} log:\n{}", self.name, self.log_text());
-        }
     }
 }
 
@@ -519,7 +408,7 @@ fn check_annotations(alert: &Value) {
 #[test]
 fn pool_saturation_reaches_the_webhook_and_resolves() {
     let started = Instant::now();
-    let tmp = TempDir::new("e2e");
+    let tmp = TempDir::new("alerting", "e2e");
     let repo = common::repo();
 
     // The rules, with only their `for:` shortened.

@@ -21,12 +21,12 @@
 
 mod common;
 
-use common::client::{App, kill_and_reap};
+use common::client::App;
+use common::daemon::{Daemon, TempDir};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The dashboards and their stable uids.
@@ -326,121 +326,26 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 
 // ---- processes ----------------------------------------------------------------
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "sce-dashboards-{}-{what}-{seq}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        TempDir(dir)
-    }
+/// A real Prometheus with `config`, its data and log in `dir`.
+fn start_prometheus(dir: &Path, config: &Path) -> Daemon {
+    Daemon::start("prometheus", "prometheus", dir, |port, attempt| {
+        vec![
+            format!("--config.file={}", config.display()),
+            format!(
+                "--storage.tsdb.path={}",
+                dir.join(format!("tsdb-{attempt}")).display()
+            ),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ]
+    })
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Prometheus' query API, as the dashboards use it.
+trait Query {
+    fn query(&self, expr: &str) -> Result<Vec<(String, f64)>, String>;
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
-/// A real Prometheus on a free loopback port, killed and reaped on drop
-/// (panics included); its log is printed when the test fails.
-struct Prometheus {
-    child: Child,
-    url: String,
-    log: PathBuf,
-    agent: ureq::Agent,
-}
-
-impl Prometheus {
-    fn start(dir: &Path, config: &Path) -> Prometheus {
-        let mut last_log = String::new();
-        // A port taken between choosing and binding makes Prometheus exit:
-        // try another.
-        for attempt in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port")
-                .port();
-            let log = dir.join(format!("prometheus-{attempt}.log"));
-            let tsdb = dir.join(format!("tsdb-{attempt}"));
-            let child = Command::new("prometheus")
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!("--storage.tsdb.path={}", tsdb.display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).expect("create the Prometheus log"))
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run prometheus: {e}; {HINT}"));
-            let mut prom = Prometheus {
-                child,
-                url: format!("http://127.0.0.1:{port}"),
-                log,
-                agent: agent(),
-            };
-            let deadline = Instant::now() + START_TIMEOUT;
-            loop {
-                if let Ok(Some(status)) = prom.child.try_wait() {
-                    last_log = prom.log_text();
-                    eprintln!("prometheus exited ({status}) on port {port}:\n{last_log}");
-                    break;
-                }
-                if prom.get("/-/ready").is_some_and(|(code, _)| code == 200) {
-                    return prom;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "prometheus not ready within {START_TIMEOUT:?}:\n{}",
-                    prom.log_text()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("prometheus did not start:\n{last_log}")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut resp = self.agent.get(format!("{}{path}", self.url)).call().ok()?;
-        let code = resp.status().as_u16();
-        Some((code, resp.body_mut().read_to_string().ok()?))
-    }
-
-    /// `GET /api/v1/<path>` with query parameters; the JSON answer.
-    fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let mut req = self.agent.get(format!("{}/api/v1/{path}", self.url));
-        for (k, v) in params {
-            req = req.query(*k, *v);
-        }
-        let mut resp = req
-            .call()
-            .unwrap_or_else(|e| panic!("GET /api/v1/{path} {params:?}: {e}"));
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .unwrap_or_else(|e| panic!("GET /api/v1/{path}: {e}"));
-        serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("GET /api/v1/{path}: not JSON ({e}): {body}"))
-    }
-
+impl Query for Daemon {
     /// An instant query: `Err` with Prometheus' error for an invalid one,
     /// else its samples (a scalar is one).
     fn query(&self, expr: &str) -> Result<Vec<(String, f64)>, String> {
@@ -474,15 +379,6 @@ impl Prometheus {
     }
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child, false, "prometheus");
-        if std::thread::panicking() {
-            eprintln!("prometheus log:\n{}", self.log_text());
-        }
-    }
-}
-
 /// Recording rule names of a rules file.
 fn recorded(rules: &Path) -> BTreeSet<String> {
     let text =
@@ -508,7 +404,7 @@ fn exposed(text: &str) -> BTreeSet<String> {
 
 /// Polls `expr` until `want` holds for its samples.
 fn await_query(
-    prom: &Prometheus,
+    prom: &Daemon,
     expr: &str,
     timeout: Duration,
     want: impl Fn(&[(String, f64)]) -> bool,
@@ -534,7 +430,7 @@ fn one_value(s: &[(String, f64)], want: f64) -> bool {
 #[test]
 fn every_dashboard_query_returns_data() {
     let started = Instant::now();
-    let tmp = TempDir::new("query");
+    let tmp = TempDir::new("dashboards", "query");
     let rules = common::repo().join(RULES);
     assert!(
         rules.exists(),
@@ -563,7 +459,7 @@ fn every_dashboard_query_returns_data() {
         ),
     )
     .expect("write the Prometheus config");
-    let prom = Prometheus::start(&tmp.0, &prom_config);
+    let prom = start_prometheus(&tmp.0, &prom_config);
     let ready = started.elapsed();
 
     // The app's state, as Prometheus sees it: the client has reported, the

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod daemon;
 
 use sqlalchemy_collectd_exporter::config::Config;
 use sqlalchemy_collectd_exporter::server;
