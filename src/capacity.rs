@@ -266,6 +266,7 @@ mod tests {
             totals: [0; 4],
             transactions: None,
             last_report_unix: 0.0,
+            interval_seconds: 0.0,
             connections_max: None,
         }
     }

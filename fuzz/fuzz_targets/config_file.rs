@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
                     totals: [0; 4],
                     transactions: None,
                     last_report_unix: 0.0,
+                    interval_seconds: 0.0,
                     connections_max: None,
                 })
                 .collect();

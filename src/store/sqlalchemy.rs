@@ -129,6 +129,8 @@ struct Program {
     /// commits, rollbacks, transactions; `None` until a client sends them.
     transactions: Option<[u64; 3]>,
     last_report_unix: f64,
+    /// Report interval of the newest accepted report, seconds.
+    interval: f64,
     /// The latest `live_until` of its processes.
     live_until: Instant,
 }
@@ -148,6 +150,7 @@ impl Program {
             totals,
             transactions,
             last_report_unix,
+            interval,
             live_until,
         } = self;
         let Some(process) = processes.get_mut(token) else {
@@ -194,6 +197,7 @@ impl Program {
         process.expiry_counted = false;
         *live_until = (*live_until).max(process.live_until);
         *last_report_unix = last_report_unix.max(now.unix);
+        *interval = record.interval.as_secs_f64();
         Ok(())
     }
 }
@@ -213,6 +217,8 @@ pub struct ProgramSnapshot {
     pub transactions: Option<[u64; 3]>,
     /// Receive time of the newest accepted report, Unix seconds.
     pub last_report_unix: f64,
+    /// Report interval of the newest accepted report, seconds (0 before any).
+    pub interval_seconds: f64,
     /// Configured capacity × pools; filled at scrape time from the config file.
     pub connections_max: Option<f64>,
 }
@@ -331,6 +337,7 @@ impl SqlaStore {
                     totals: [0; 4],
                     transactions: None,
                     last_report_unix: 0.0,
+                    interval: 0.0,
                     live_until: at,
                 },
             );
@@ -441,6 +448,7 @@ impl SqlaStore {
                     totals: program.totals,
                     transactions: program.transactions,
                     last_report_unix: program.last_report_unix,
+                    interval_seconds: program.interval,
                     connections_max: None,
                 });
             }
