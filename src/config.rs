@@ -89,6 +89,23 @@ fn duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A CIDR network (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
+fn network(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        // Host bits set (10.1.2.3/8) are almost always a typo for a narrower net.
+        if net.trunc() != net {
+            return Err(format!(
+                "{s:?}: host bits set; did you mean {}?",
+                net.trunc()
+            ));
+        }
+        return Ok(net);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("{s:?}: not a CIDR network (10.0.0.0/8, 2001:db8::/32) or an address"))
+}
+
 fn push_path(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Ok(String::new());
@@ -145,6 +162,12 @@ pub struct Args {
         default_value = "0.0.0.0:25827"
     )]
     pub collectd_listen: Vec<ListenAddress>,
+
+    /// Accept datagrams only from these source networks (CIDR, IPv4 or IPv6; repeatable).
+    /// Others are dropped and counted as source_not_allowed. By default every source is
+    /// accepted.
+    #[arg(long = "collectd.allow", value_name = "CIDR", value_parser = network)]
+    pub collectd_allow: Vec<ipnet::IpNet>,
 
     /// Network interface on which multicast listen addresses join their group (e.g. eth0);
     /// by default the kernel picks one by its routes.
@@ -256,6 +279,8 @@ pub enum Command {
 pub struct Config {
     pub collectd_listen: Vec<ListenAddress>,
     pub udp_buffer: usize,
+    /// Empty: every source is allowed.
+    pub collectd_allow: Vec<ipnet::IpNet>,
     pub multicast_interface: Option<String>,
     pub security_level: SecurityLevel,
     pub auth_file: Option<PathBuf>,
@@ -278,6 +303,7 @@ impl From<Args> for Config {
         Config {
             collectd_listen: a.collectd_listen,
             udp_buffer: a.udp_buffer,
+            collectd_allow: a.collectd_allow,
             multicast_interface: a.multicast_interface,
             security_level: a.security_level,
             auth_file: a.auth_file,
@@ -347,6 +373,30 @@ mod tests {
                 ListenAddress::Ip("[::1]:9".parse().unwrap()),
             ]
         );
+    }
+
+    #[test]
+    fn allowlist_takes_networks_and_addresses() {
+        let c = parse(&[
+            "--collectd.allow",
+            "10.0.0.0/8",
+            "--collectd.allow",
+            "2001:db8::/32",
+            "--collectd.allow",
+            "192.0.2.7",
+        ])
+        .unwrap();
+        let nets: Vec<String> = c.collectd_allow.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]);
+        assert!(parse(&[]).unwrap().collectd_allow.is_empty());
+        let e = parse(&["--collectd.allow", "10.1.2.3/8"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean 10.0.0.0/8?"), "{e}");
+        let e = parse(&["--collectd.allow", "10.0.0.0/33"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a CIDR network"), "{e}");
     }
 
     #[test]

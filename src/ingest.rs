@@ -129,6 +129,17 @@ pub fn handle(
     let t = &shared.telemetry;
     listener.datagrams.fetch_add(1, Relaxed);
     listener.bytes.fetch_add(datagram.len() as u64, Relaxed);
+    if !shared.allow.allows(&from) {
+        if t.datagram_rejected(DatagramReject::SourceNotAllowed) {
+            tracing::warn!(
+                %from,
+                "datagram from a source outside --collectd.allow dropped; more within a minute are only counted"
+            );
+        } else {
+            tracing::debug!(%from, "datagram from a source outside --collectd.allow dropped");
+        }
+        return;
+    }
     let mut packet = match decode_with(&datagram, keys) {
         Ok(p) => p,
         Err(e) => {

@@ -33,6 +33,8 @@ pub struct Shared {
     pub generic: Mutex<GenericStore>,
     pub typesdb: TypesDb,
     pub host_label: String,
+    /// Source networks datagrams are accepted from; empty: all.
+    pub allow: Allow,
     pub telemetry: Telemetry,
     pub build: BuildInfo,
     pub security_level: SecurityLevel,
@@ -111,6 +113,24 @@ impl Shared {
         // Logged once the new users are in use, so the line means they are.
         tracing::info!(path = %path.display(), users, "auth file reloaded");
         Ok(())
+    }
+}
+
+/// `--collectd.allow`: the source networks datagrams are accepted from.
+#[derive(Clone, Debug, Default)]
+pub struct Allow(pub Vec<ipnet::IpNet>);
+
+impl Allow {
+    /// Whether a datagram from `from` is accepted. An IPv4 sender seen on a
+    /// dual-stack socket (`::ffff:a.b.c.d`) is judged by its IPv4 address.
+    pub fn allows(&self, from: &SocketAddr) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let (ip, canonical) = (from.ip(), from.ip().to_canonical());
+        self.0
+            .iter()
+            .any(|net| net.contains(&canonical) || net.contains(&ip))
     }
 }
 
@@ -242,6 +262,7 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
         generic: Mutex::new(GenericStore::new(config.freshness, config.max_series)),
         typesdb,
         host_label: config.host_label.clone(),
+        allow: Allow(config.collectd_allow.clone()),
         telemetry,
         build: BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
@@ -378,4 +399,45 @@ pub async fn run(
     })
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allow(nets: &[&str]) -> Allow {
+        Allow(
+            nets.iter()
+                .map(|n| n.parse().expect("test network"))
+                .collect(),
+        )
+    }
+
+    fn from(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().expect("test address"), 25827)
+    }
+
+    #[test]
+    fn an_empty_allowlist_accepts_every_source() {
+        assert!(allow(&[]).allows(&from("192.0.2.1")));
+        assert!(allow(&[]).allows(&from("2001:db8::1")));
+    }
+
+    #[test]
+    fn sources_are_matched_against_every_network() {
+        let a = allow(&["10.0.0.0/8", "2001:db8::/32"]);
+        assert!(a.allows(&from("10.255.0.1")));
+        assert!(!a.allows(&from("11.0.0.1")));
+        assert!(a.allows(&from("2001:db8:1::5")));
+        assert!(!a.allows(&from("2001:db9::5")));
+    }
+
+    #[test]
+    fn ipv4_senders_on_a_dual_stack_socket_are_judged_as_ipv4() {
+        let a = allow(&["127.0.0.0/8"]);
+        assert!(a.allows(&from("::ffff:127.0.0.2")));
+        assert!(!a.allows(&from("::ffff:192.0.2.1")));
+        // A network written in the mapped form matches too.
+        assert!(allow(&["::ffff:0:0/96"]).allows(&from("::ffff:127.0.0.1")));
+    }
 }

@@ -996,3 +996,52 @@ fn notifications_are_counted_by_severity_and_leave_value_lists_alone() {
         0.0
     );
 }
+
+#[test]
+fn allowlist_drops_and_counts_datagrams_from_other_sources() {
+    let e = common::start(&[
+        "--collectd.allow",
+        "127.0.0.1/32",
+        "--collectd.allow",
+        "::1/128",
+    ]);
+    let datagrams = common::datagrams("02_sqla_checkout3_return1");
+    let value_lists: usize = datagrams
+        .iter()
+        .map(|d| decode(&Bytes::from(d.clone())).map_or(0, |p| p.value_lists.len()))
+        .sum();
+    assert!(value_lists > 0);
+    let rejected = |s: &BTreeMap<String, f64>| s["sqlalchemy_collectd_exporter_datagrams_rejected_total{reason=\"source_not_allowed\"}"];
+
+    // 127.0.0.2 is loopback too, but outside the list.
+    let outsider = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    for d in &datagrams {
+        outsider.send_to(d, e.udp).expect("send");
+    }
+    let s = common::scrape_until(
+        e.http,
+        "every datagram from 127.0.0.2 dropped",
+        std::time::Duration::from_secs(10),
+        |s| rejected(s) == datagrams.len() as f64,
+    );
+    assert_eq!(
+        common::sum(&s, "sqlalchemy_collectd_exporter_datagrams_rejected_total"),
+        datagrams.len() as f64
+    );
+    assert_eq!(
+        s["sqlalchemy_collectd_exporter_value_lists_received_total"],
+        0.0
+    );
+    assert!(!s.keys().any(|k| k.starts_with("sqlalchemy_processes")));
+
+    // The same datagrams from 127.0.0.1 are accepted.
+    common::send_all(e.udp, &datagrams);
+    let s = common::scrape_until(
+        e.http,
+        "every value list from 127.0.0.1 accepted",
+        std::time::Duration::from_secs(10),
+        |s| s["sqlalchemy_collectd_exporter_value_lists_accepted_total"] == value_lists as f64,
+    );
+    assert_eq!(rejected(&s), datagrams.len() as f64);
+    assert!(s.keys().any(|k| k.starts_with("sqlalchemy_processes{")));
+}
