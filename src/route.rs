@@ -2,7 +2,7 @@
 //! and checks their shape, so the stores only ever see well-formed numbers.
 //! Everything that is not SQLAlchemy's is handed on as [`Record::Generic`].
 
-use crate::collectd::{CdTime, Str, Value, ValueList};
+use crate::collectd::{CdTime, ClientReport, Str, Value, ValueList, ValuesRef};
 
 /// The plugin name the client writes.
 pub const PLUGIN: &str = "sqlalchemy";
@@ -164,16 +164,14 @@ pub fn route(vl: ValueList) -> Result<Record, RouteError> {
     }
     let sample = match vl.id.type_.as_str() {
         TYPE_RELAY_COUNT | TYPE_RELAY_DERIVE => return relay(vl),
-        TYPE_POOL => Sample::Pool(pool(&vl)?),
-        TYPE_TOTALS => Sample::Cumulative(Cumulative::Totals(counts(&vl, TYPE_TOTALS)?)),
-        TYPE_TRANSACTIONS => {
-            Sample::Cumulative(Cumulative::Transactions(counts(&vl, TYPE_TRANSACTIONS)?))
-        }
-        other => {
-            return Err(RouteError::UnknownType {
-                type_: other.to_owned(),
-            });
-        }
+        type_ => match client_sample(type_, vl.values.as_ref()) {
+            Some(sample) => sample?,
+            None => {
+                return Err(RouteError::UnknownType {
+                    type_: type_.to_owned(),
+                });
+            }
+        },
     };
     Ok(Record::Sqla(SqlaRecord {
         key: ProcessKey {
@@ -185,6 +183,30 @@ pub fn route(vl: ValueList) -> Result<Record, RouteError> {
         interval: vl.interval,
         sample,
     }))
+}
+
+/// The sample of one of the client's own types; `None` for any other type.
+fn client_sample(type_: &str, values: ValuesRef<'_>) -> Option<Result<Sample, RouteError>> {
+    Some(match type_ {
+        TYPE_POOL => pool(values).map(Sample::Pool),
+        TYPE_TOTALS => {
+            counts(values, TYPE_TOTALS).map(|c| Sample::Cumulative(Cumulative::Totals(c)))
+        }
+        TYPE_TRANSACTIONS => counts(values, TYPE_TRANSACTIONS)
+            .map(|c| Sample::Cumulative(Cumulative::Transactions(c))),
+        _ => return None,
+    })
+}
+
+/// [`route`] for a report from the decoder's fast path, when it is one of
+/// the client's own types: the same checks and the same sample as `route`
+/// gives for the equal value list. `None` for anything else (other plugins,
+/// the relay form), which takes the general path.
+pub fn route_client(report: &ClientReport<'_>) -> Option<Result<Sample, RouteError>> {
+    if report.plugin != PLUGIN {
+        return None;
+    }
+    client_sample(report.type_, report.values)
 }
 
 /// The server plugin's forwarded form: plugin `sqlalchemy`, type `count` or
@@ -202,7 +224,7 @@ fn relay(vl: ValueList) -> Result<Record, RouteError> {
             .iter()
             .position(|s| *s == stat)
             .ok_or_else(unknown)?;
-        let [value] = numbers(&vl, TYPE_RELAY_COUNT, |i, v| match v {
+        let [value] = numbers(vl.values.as_ref(), TYPE_RELAY_COUNT, |i, v| match v {
             Value::Gauge(g) if g.is_finite() => Ok(g),
             other => Err(RouteError::OutOfRange {
                 type_: TYPE_RELAY_COUNT,
@@ -216,7 +238,7 @@ fn relay(vl: ValueList) -> Result<Record, RouteError> {
             .iter()
             .position(|s| *s == stat)
             .ok_or_else(unknown)?;
-        let [value] = counts(&vl, TYPE_RELAY_DERIVE)?;
+        let [value] = counts(vl.values.as_ref(), TYPE_RELAY_DERIVE)?;
         RelayStat::Counter { index, value }
     };
     Ok(Record::Sqla(SqlaRecord {
@@ -231,8 +253,8 @@ fn relay(vl: ValueList) -> Result<Record, RouteError> {
     }))
 }
 
-fn pool(vl: &ValueList) -> Result<Pool, RouteError> {
-    let v: [f64; 5] = numbers(vl, TYPE_POOL, |index, value| match value {
+fn pool(values: ValuesRef<'_>) -> Result<Pool, RouteError> {
+    let v: [f64; 5] = numbers(values, TYPE_POOL, |index, value| match value {
         Value::Gauge(g) if g.is_finite() => Ok(g),
         Value::Gauge(g) => Err(RouteError::OutOfRange {
             type_: TYPE_POOL,
@@ -255,8 +277,11 @@ fn pool(vl: &ValueList) -> Result<Pool, RouteError> {
     })
 }
 
-fn counts<const N: usize>(vl: &ValueList, type_: &'static str) -> Result<[u64; N], RouteError> {
-    numbers(vl, type_, |index, value| match value {
+fn counts<const N: usize>(
+    values: ValuesRef<'_>,
+    type_: &'static str,
+) -> Result<[u64; N], RouteError> {
+    numbers(values, type_, |index, value| match value {
         Value::Counter(n) | Value::Absolute(n) => Ok(n),
         Value::Derive(d) => u64::try_from(d).map_err(|_| RouteError::OutOfRange {
             type_,
@@ -273,19 +298,19 @@ fn counts<const N: usize>(vl: &ValueList, type_: &'static str) -> Result<[u64; N
 }
 
 fn numbers<T: Copy + Default, const N: usize>(
-    vl: &ValueList,
+    values: ValuesRef<'_>,
     type_: &'static str,
     convert: impl Fn(usize, Value) -> Result<T, RouteError>,
 ) -> Result<[T; N], RouteError> {
-    if vl.values.len() != N {
+    if values.len() != N {
         return Err(RouteError::ValueCount {
             type_,
             expected: N,
-            got: vl.values.len(),
+            got: values.len(),
         });
     }
     let mut out = [T::default(); N];
-    for (index, value) in vl.values.iter().enumerate() {
+    for (index, value) in values.iter().enumerate() {
         out[index] = convert(index, value)?;
     }
     Ok(out)

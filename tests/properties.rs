@@ -8,12 +8,12 @@ use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use sqlalchemy_collectd_exporter::collectd::{
     CdTime, Encoder, Identity, MAX_STRING_BYTES, Packet, Protection, Value, ValueList, Values,
-    decode, part,
+    client_report, decode, part,
 };
 use sqlalchemy_collectd_exporter::exposition::families::{Kind, Scrape};
 use sqlalchemy_collectd_exporter::exposition::{Format, encode};
 use sqlalchemy_collectd_exporter::route::{
-    Cumulative, Pool, ProcessKey, Record, Sample, SqlaRecord, route,
+    Cumulative, Pool, ProcessKey, Record, Sample, SqlaRecord, route, route_client,
 };
 use sqlalchemy_collectd_exporter::store::collectd::GenericStore;
 use sqlalchemy_collectd_exporter::store::sqlalchemy::{ApplyError, Limits, Snapshot, SqlaStore};
@@ -314,6 +314,152 @@ proptest! {
             consume(&p);
         }
     }
+}
+
+/// Checks the decoder's fast path against the general one for `raw`: when
+/// `client_report` takes a datagram, `decode` gives exactly the one value list
+/// it describes, and `route_client` gives what `route` gives for it. Returns
+/// whether the fast path took it.
+fn fast_path_agrees(raw: &[u8]) -> Result<bool, TestCaseError> {
+    let Some(r) = client_report(raw) else {
+        return Ok(false);
+    };
+    let packet = match decode(&Bytes::copy_from_slice(raw)) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(TestCaseError::fail(format!(
+                "the fast path took a datagram decode refuses: {e}"
+            )));
+        }
+    };
+    prop_assert!(packet.notifications.is_empty());
+    prop_assert_eq!(packet.value_lists.len(), 1);
+    let vl = &packet.value_lists[0];
+    prop_assert_eq!(
+        [
+            vl.id.host.as_str(),
+            vl.id.plugin.as_str(),
+            vl.id.plugin_instance.as_str(),
+            vl.id.type_.as_str(),
+            vl.id.type_instance.as_str()
+        ],
+        [
+            r.host,
+            r.plugin,
+            r.plugin_instance,
+            r.type_,
+            r.type_instance
+        ]
+    );
+    prop_assert_eq!((vl.time, vl.interval), (r.time, r.interval));
+    prop_assert_eq!(vl.protection, Protection::None);
+    prop_assert_eq!(
+        vl.values.iter().map(bits).collect::<Vec<_>>(),
+        r.values.iter().map(bits).collect::<Vec<_>>()
+    );
+    if let Some(fast) = route_client(&r) {
+        match (fast, route(vl.clone())) {
+            (Ok(sample), Ok(Record::Sqla(record))) => {
+                prop_assert_eq!(sample, record.sample);
+                prop_assert_eq!(record.key.token.as_str(), r.type_instance);
+                prop_assert_eq!(record.key.program.as_str(), r.plugin_instance);
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => {
+                return Err(TestCaseError::fail(format!(
+                    "fast path routed to {a:?}, route to {b:?}"
+                )));
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Client datagrams of every SQLAlchemy type and some others, with values of
+/// any count and kind, sometimes followed by or spliced with a stray part.
+fn client_like_datagram() -> impl Strategy<Value = (Vec<u8>, bool)> {
+    let type_ = prop::sample::select(vec![
+        "sqlalchemy_pool",
+        "sqlalchemy_totals",
+        "sqlalchemy_transactions",
+        "count",
+        "derive",
+        "cpu",
+    ]);
+    let plugin = prop::sample::select(vec!["sqlalchemy", "sqlalchemy", "cpu", ""]);
+    (
+        identity(),
+        plugin,
+        type_,
+        any::<u64>(),
+        any::<u64>(),
+        values(6),
+        prop::option::of((garbage_part(), any::<bool>())),
+    )
+        .prop_map(|(mut id, plugin, type_, t, i, v, extra)| {
+            id.plugin = plugin.into();
+            id.type_ = type_.into();
+            let mut raw = Encoder::new()
+                .client_value_list(&id, t, i, &v)
+                .finish()
+                .to_vec();
+            let stray = extra.is_some();
+            if let Some((part, at_start)) = extra {
+                if at_start {
+                    raw.splice(0..0, part);
+                } else {
+                    raw.extend(part);
+                }
+            }
+            (raw, stray)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever the bytes, the fast path never disagrees with the decoder.
+    #[test]
+    fn fast_path_agrees_with_decode_on_random_parts(parts in prop::collection::vec(garbage_part(), 0..10)) {
+        fast_path_agrees(&parts.concat())?;
+    }
+
+    /// Datagrams of the real client's layout always take the fast path, and
+    /// agree with the decoder with or without a stray part.
+    #[test]
+    fn fast_path_takes_client_datagrams((raw, stray) in client_like_datagram()) {
+        let taken = fast_path_agrees(&raw)?;
+        if !stray {
+            prop_assert!(taken);
+        }
+    }
+}
+
+#[test]
+fn fast_path_takes_every_captured_client_datagram() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata");
+    let mut taken = 0;
+    for scenario in [
+        "01_sqla_idle",
+        "02_sqla_checkout3_return1",
+        "03_sqla_invalidate_detach",
+        "04_sqla_two_engines",
+        "05_sqla_fork_workers_two_programs",
+    ] {
+        for entry in std::fs::read_dir(dir.join(scenario)).expect("testdata") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|x| x == "bin") {
+                let raw = std::fs::read(&path).expect("read capture");
+                assert!(
+                    fast_path_agrees(&raw).expect("agrees"),
+                    "{} did not take the fast path",
+                    path.display()
+                );
+                taken += 1;
+            }
+        }
+    }
+    assert!(taken > 0);
 }
 
 proptest! {

@@ -10,7 +10,9 @@ mod encode;
 pub mod json;
 pub mod security;
 
-pub use decode::{DecodeError, MAX_STRING_BYTES, Rejection, decode, decode_with};
+pub use decode::{
+    ClientReport, DecodeError, MAX_STRING_BYTES, Rejection, client_report, decode, decode_with,
+};
 pub use encode::{Encoder, PartState};
 pub use security::{Keys, Protection, SecurityLevel};
 
@@ -134,6 +136,43 @@ impl Values {
         Values { raw: raw.into() }
     }
 
+    /// The same values, borrowed.
+    pub fn as_ref(&self) -> ValuesRef<'_> {
+        ValuesRef { raw: &self.raw }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_ref().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Option<Value> {
+        self.as_ref().get(index)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Value> + '_ {
+        let values = self.as_ref();
+        (0..values.len()).map(move |i| values.at(i))
+    }
+}
+
+/// [`Values`] borrowed from a datagram: what the decoder's fast path for the
+/// real client's datagrams hands on without touching a reference count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ValuesRef<'a> {
+    /// Checked as for [`Values`]: `n` valid type codes, then `8 * n` bytes.
+    raw: &'a [u8],
+}
+
+impl<'a> ValuesRef<'a> {
+    pub(crate) fn from_checked(raw: &'a [u8]) -> Self {
+        debug_assert_eq!(raw.len() % 9, 0);
+        ValuesRef { raw }
+    }
+
     pub fn len(&self) -> usize {
         self.raw.len() / 9
     }
@@ -146,8 +185,9 @@ impl Values {
         (index < self.len()).then(|| self.at(index))
     }
 
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = Value> + '_ {
-        (0..self.len()).map(move |i| self.at(i))
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Value> + 'a {
+        let values = *self;
+        (0..values.len()).map(move |i| values.at(i))
     }
 
     /// `index` is below `len()`.
@@ -163,6 +203,12 @@ impl Values {
             value_type::DERIVE => Value::Derive(i64::from_be_bytes(word)),
             _ => Value::Absolute(u64::from_be_bytes(word)),
         }
+    }
+}
+
+impl std::fmt::Debug for ValuesRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 

@@ -17,7 +17,7 @@
 //!   until `forget_after`, then is removed.
 
 use crate::collectd::{CdTime, HR_PER_SECOND};
-use crate::route::{Cumulative, Pool, ProcessKey, RelayStat, Sample, SqlaRecord};
+use crate::route::{Cumulative, Pool, RelayStat, Sample, SqlaRecord};
 use crate::store::{Freshness, Now};
 use std::collections::HashMap;
 
@@ -81,17 +81,27 @@ pub struct StoreStats {
     pub programs_forgotten: u64,
 }
 
+/// A point on the store's clock: nanoseconds since the store was made.
+/// Eight bytes where an `Instant` takes sixteen, in every process record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Tick(u64);
+
 #[derive(Debug)]
 struct Process {
-    live_until: Instant,
-    expiry_counted: bool,
+    live_until: Tick,
     pool: Option<(Stamp, Pool)>,
     totals: Option<(Stamp, [u64; 4])>,
-    /// Boxed: few clients send transactions, and every process pays for the
-    /// field's size.
-    transactions: Option<Box<(Stamp, [u64; 3])>>,
+    /// What few processes have: transactions, the relay form. Boxed so that
+    /// every other process pays one word for it.
+    extra: Option<Box<Extra>>,
+    expiry_counted: bool,
+}
+
+#[derive(Debug, Default)]
+struct Extra {
+    transactions: Option<(Stamp, [u64; 3])>,
     /// Set for a host/program relayed by sqlalchemy-collectd's server plugin.
-    relay: Option<Box<Relay>>,
+    relay: Option<Relay>,
 }
 
 /// A relayed host/program: stats arrive one value list each, already summed
@@ -121,9 +131,98 @@ impl Relay {
     }
 }
 
+/// Index of a host/program in `SqlaStore::programs`.
+type ProgramId = u32;
+
+/// A process: its program and its token. Tokens of the real client's form
+/// (`<pid>:<6 hex digits>`) are packed into the number itself; any other
+/// token is numbered by [`Tokens`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ProcessId {
+    program: ProgramId,
+    token: u64,
+}
+
+/// Set in the numbers given to tokens that are not of the client's form;
+/// packed tokens use at most 56 bits.
+const TEXT_TOKEN: u64 = 1 << 63;
+
+/// `<pid>:<6 lowercase hex digits>` with a canonical decimal pid below 2^32,
+/// packed as `pid << 24 | hex`: one number per token and one token per number.
+fn packed_token(token: &str) -> Option<u64> {
+    let (pid, hex) = token.split_once(':')?;
+    if hex.len() != 6
+        || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        || pid.is_empty()
+        || pid.len() > 10
+        || (pid.len() > 1 && pid.starts_with('0'))
+        || !pid.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let pid: u32 = pid.parse().ok()?;
+    let hex = u64::from_str_radix(hex, 16).ok()?;
+    Some(u64::from(pid) << 24 | hex)
+}
+
+/// Numbers for tokens that do not pack, held while a process uses them.
+#[derive(Debug, Default)]
+struct Tokens {
+    numbers: Map<Box<str>, (u64, usize)>,
+    names: Map<u64, Box<str>>,
+    next: u64,
+}
+
+impl Tokens {
+    /// The number of a token if it has one.
+    fn find(&self, token: &str) -> Option<u64> {
+        match packed_token(token) {
+            Some(n) => Some(n),
+            None => self.numbers.get(token).map(|&(n, _)| n),
+        }
+    }
+
+    /// The number of a token for a new process, given one if needed.
+    fn hold(&mut self, token: &str) -> u64 {
+        if let Some(n) = packed_token(token) {
+            return n;
+        }
+        if let Some((n, users)) = self.numbers.get_mut(token) {
+            *users += 1;
+            return *n;
+        }
+        let n = TEXT_TOKEN | self.next;
+        self.next += 1;
+        self.numbers.insert(token.into(), (n, 1));
+        self.names.insert(n, token.into());
+        n
+    }
+
+    /// A process that used `number` is gone.
+    fn release(&mut self, number: u64) {
+        if number & TEXT_TOKEN == 0 {
+            return;
+        }
+        let Some(name) = self.names.get(&number) else {
+            return;
+        };
+        let last = match self.numbers.get_mut(name) {
+            Some((_, users)) => {
+                *users -= 1;
+                *users == 0
+            }
+            None => false,
+        };
+        if last && let Some(name) = self.names.remove(&number) {
+            self.numbers.remove(&name);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Program {
-    processes: Map<Box<str>, Process>,
+    host: Arc<str>,
+    name: Arc<str>,
     /// Accumulated deltas: checkouts, invalidated, connects, disconnects.
     totals: [u64; 4],
     /// commits, rollbacks, transactions; `None` until a client sends them.
@@ -132,47 +231,38 @@ struct Program {
     /// Report interval of the newest accepted report, seconds.
     interval: f64,
     /// The latest `live_until` of its processes.
-    live_until: Instant,
+    live_until: Tick,
 }
 
 impl Program {
-    /// Applies a record to one of this program's processes (which exists).
+    /// Applies a report to one of this program's processes.
     fn update(
         &mut self,
-        token: &str,
-        record: &SqlaRecord,
+        process: &mut Process,
+        report: &Report<'_>,
         time: Stamp,
-        window: Duration,
-        now: Now,
+        live_until: Tick,
+        unix: f64,
     ) -> Result<(), ApplyError> {
-        let Program {
-            processes,
-            totals,
-            transactions,
-            last_report_unix,
-            interval,
-            live_until,
-        } = self;
-        let Some(process) = processes.get_mut(token) else {
-            return Ok(());
-        };
-        match &record.sample {
+        match report.sample {
             Sample::Pool(pool) => {
                 newer(&process.pool, time)?;
                 process.pool = Some((time, *pool));
             }
             Sample::Cumulative(Cumulative::Totals(new)) => {
                 let old = newer(&process.totals, time)?;
-                add_deltas(totals, old, new);
+                add_deltas(&mut self.totals, old, new);
                 process.totals = Some((time, *new));
             }
             Sample::Cumulative(Cumulative::Transactions(new)) => {
-                let old = newer(&process.transactions.as_deref().copied(), time)?;
-                add_deltas(transactions.get_or_insert([0; 3]), old, new);
-                process.transactions = Some(Box::new((time, *new)));
+                let extra = process.extra.get_or_insert_with(Box::default);
+                let old = newer(&extra.transactions, time)?;
+                add_deltas(self.transactions.get_or_insert([0; 3]), old, new);
+                extra.transactions = Some((time, *new));
             }
             Sample::Relay(stat) => {
-                let relay = process.relay.get_or_insert_with(Box::default);
+                let extra = process.extra.get_or_insert_with(Box::default);
+                let relay = extra.relay.get_or_insert_with(Relay::default);
                 match *stat {
                     RelayStat::Gauge { index, value } => {
                         let slot = &mut relay.gauges[index];
@@ -186,19 +276,45 @@ impl Program {
                         // relaying server's aggregate: nothing was undone, so
                         // the sum is re-based instead of counted as a reset.
                         let delta = value.saturating_sub(old.unwrap_or(0));
-                        totals[index] = totals[index].saturating_add(delta);
+                        self.totals[index] = self.totals[index].saturating_add(delta);
                         *slot = Some((time, value));
                     }
                 }
             }
         }
 
-        process.live_until = now.at + window;
+        process.live_until = live_until;
         process.expiry_counted = false;
-        *live_until = (*live_until).max(process.live_until);
-        *last_report_unix = last_report_unix.max(now.unix);
-        *interval = record.interval.as_secs_f64();
+        self.live_until = self.live_until.max(live_until);
+        self.last_report_unix = self.last_report_unix.max(unix);
+        self.interval = report.interval.as_secs_f64();
         Ok(())
+    }
+}
+
+/// One report as the store takes it, borrowed from wherever it was decoded.
+#[derive(Clone, Copy, Debug)]
+pub struct Report<'a> {
+    pub host: &'a str,
+    pub program: &'a str,
+    pub token: &'a str,
+    /// The sender's time (used only to order one process's reports).
+    pub time: CdTime,
+    /// The sender's interval; zero when it sent none.
+    pub interval: CdTime,
+    pub sample: &'a Sample,
+}
+
+impl SqlaRecord {
+    pub fn report(&self) -> Report<'_> {
+        Report {
+            host: self.key.host.as_str(),
+            program: self.key.program.as_str(),
+            token: self.key.token.as_str(),
+            time: self.time,
+            interval: self.interval,
+            sample: &self.sample,
+        }
     }
 }
 
@@ -243,13 +359,22 @@ impl Snapshot {
     }
 }
 
-#[derive(Debug, Default)]
+/// Every process in one map and every host/program in one table, so that a
+/// process costs one map entry of 128 bytes and nothing else.
+#[derive(Debug)]
 pub struct SqlaStore {
     freshness: Freshness,
     limits: Limits,
-    hosts: Map<Arc<str>, Map<Arc<str>, Program>>,
-    programs: usize,
-    processes: usize,
+    /// host → program → its index in `programs`.
+    index: Map<Arc<str>, Map<Arc<str>, ProgramId>>,
+    /// By `ProgramId`; `None` for a forgotten one whose index is in `free`.
+    programs: Vec<Option<Program>>,
+    free: Vec<ProgramId>,
+    program_count: usize,
+    processes: Map<ProcessId, Process>,
+    tokens: Tokens,
+    /// Where `Tick` counts from.
+    epoch: Instant,
     stats: StoreStats,
     /// When the process limit last forced a scan for dead processes.
     last_eviction_scan: Option<Instant>,
@@ -259,125 +384,176 @@ pub struct SqlaStore {
 /// a flood of new tokens cannot turn every datagram into a full scan.
 const EVICTION_SCAN_EVERY: Duration = Duration::from_secs(1);
 
+impl Default for SqlaStore {
+    fn default() -> Self {
+        SqlaStore::new(Freshness::default(), Limits::default())
+    }
+}
+
 impl SqlaStore {
     pub fn new(freshness: Freshness, limits: Limits) -> Self {
         SqlaStore {
             freshness,
             limits,
-            ..SqlaStore::default()
+            index: Map::default(),
+            programs: Vec::new(),
+            free: Vec::new(),
+            program_count: 0,
+            processes: Map::default(),
+            tokens: Tokens::default(),
+            epoch: Instant::now(),
+            stats: StoreStats::default(),
+            last_eviction_scan: None,
         }
+    }
+
+    /// `at` on the store's clock. Instants from before the store was made
+    /// (none in practice) count as its start.
+    fn tick(&self, at: Instant) -> Tick {
+        Tick(at.saturating_duration_since(self.epoch).as_nanos() as u64)
+    }
+
+    fn tick_after(&self, at: Instant, window: Duration) -> Tick {
+        Tick(
+            self.tick(at)
+                .0
+                .saturating_add(window.as_nanos().min(u128::from(u64::MAX)) as u64),
+        )
     }
 
     pub fn apply(&mut self, record: &SqlaRecord, now: Now) -> Result<(), ApplyError> {
-        let key = &record.key;
-        let time = if record.time.is_zero() {
+        self.apply_report(&record.report(), now)
+    }
+
+    pub fn apply_report(&mut self, report: &Report<'_>, now: Now) -> Result<(), ApplyError> {
+        let time = if report.time.is_zero() {
             // No TIME part: order by arrival instead.
             CdTime((now.unix * HR_PER_SECOND as f64) as u64)
         } else {
-            record.time
+            report.time
         };
         let time = Stamp::new(time.0).unwrap_or(Stamp::MIN);
-        let window = self.freshness.window(record.interval);
+        let live_until = self.tick_after(now.at, self.freshness.window(report.interval));
 
-        // A known process, by far the common case: three lookups, no allocation.
-        if let Some(program) = self
-            .hosts
-            .get_mut(key.host.as_str())
-            .and_then(|programs| programs.get_mut(key.program.as_str()))
-            && program.processes.contains_key(key.token.as_str())
+        let program = self
+            .index
+            .get(report.host)
+            .and_then(|programs| programs.get(report.program))
+            .copied();
+        // A known process, by far the common case: no allocation.
+        if let (Some(program), Some(token)) = (program, self.tokens.find(report.token))
+            && let Some(process) = self.processes.get_mut(&ProcessId { program, token })
+            && let Some(Some(p)) = self.programs.get_mut(program as usize)
         {
-            return program.update(key.token.as_str(), record, time, window, now);
+            return p.update(process, report, time, live_until, now.unix);
         }
 
-        let known_program = self
-            .hosts
-            .get(key.host.as_str())
-            .is_some_and(|programs| programs.contains_key(key.program.as_str()));
-        if !known_program && self.programs >= self.limits.max_programs {
+        if program.is_none() && self.program_count >= self.limits.max_programs {
             return Err(ApplyError::OverLimit("program"));
         }
-        if self.processes >= self.limits.max_processes {
+        if self.processes.len() >= self.limits.max_processes {
             self.evict_dead_processes(now.at);
-            if self.processes >= self.limits.max_processes {
+            if self.processes.len() >= self.limits.max_processes {
                 return Err(ApplyError::OverLimit("process"));
             }
         }
-        self.processes += 1;
-        let program = self.program_entry(key, now.at);
-        program.processes.insert(
-            key.token.as_str().into(),
-            Process {
-                live_until: now.at,
-                expiry_counted: false,
+        let program = match program {
+            Some(id) => id,
+            None => self.add_program(report.host, report.program, now.at),
+        };
+        let token = self.tokens.hold(report.token);
+        let process = self
+            .processes
+            .entry(ProcessId { program, token })
+            .or_insert(Process {
+                live_until: Tick::default(),
                 pool: None,
                 totals: None,
-                transactions: None,
-                relay: None,
-            },
-        );
-        program.update(key.token.as_str(), record, time, window, now)
+                extra: None,
+                expiry_counted: false,
+            });
+        match self.programs.get_mut(program as usize) {
+            Some(Some(p)) => p.update(process, report, time, live_until, now.unix),
+            // Every id in the index has its program.
+            _ => Ok(()),
+        }
     }
 
-    fn program_entry(&mut self, key: &ProcessKey, at: Instant) -> &mut Program {
-        // Two lookups instead of `entry` so that a known host/program costs no
-        // allocation for its key.
-        if !self.hosts.contains_key(key.host.as_str()) {
-            self.hosts.insert(key.host.as_str().into(), Map::default());
-        }
-        let programs = self
-            .hosts
-            .get_mut(key.host.as_str())
-            .expect("inserted above");
-        if !programs.contains_key(key.program.as_str()) {
-            self.programs += 1;
-            programs.insert(
-                key.program.as_str().into(),
-                Program {
-                    processes: Map::default(),
-                    totals: [0; 4],
-                    transactions: None,
-                    last_report_unix: 0.0,
-                    interval: 0.0,
-                    live_until: at,
-                },
-            );
-        }
-        programs
-            .get_mut(key.program.as_str())
-            .expect("inserted above")
+    fn add_program(&mut self, host: &str, name: &str, at: Instant) -> ProgramId {
+        let host: Arc<str> = match self.index.get_key_value(host) {
+            Some((h, _)) => h.clone(),
+            None => host.into(),
+        };
+        let name: Arc<str> = name.into();
+        let program = Program {
+            host: host.clone(),
+            name: name.clone(),
+            totals: [0; 4],
+            transactions: None,
+            last_report_unix: 0.0,
+            interval: 0.0,
+            live_until: self.tick(at),
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.programs[id as usize] = Some(program);
+                id
+            }
+            None => {
+                self.programs.push(Some(program));
+                (self.programs.len() - 1) as ProgramId
+            }
+        };
+        self.index.entry(host).or_default().insert(name, id);
+        self.program_count += 1;
+        id
     }
 
     /// Counts expiries and drops what `forget_after` says to forget.
     pub fn sweep(&mut self, now: Instant) {
-        let forget = self.freshness.forget_after;
+        let now_tick = self.tick(now);
+        let forget = self.forget_ticks();
         let stats = &mut self.stats;
+        let tokens = &mut self.tokens;
         let mut removed_processes = 0;
-        let mut removed_programs = 0;
-        self.hosts.retain(|_, programs| {
-            programs.retain(|_, program| {
-                program.processes.retain(|_, p| {
-                    if p.live_until <= now && !p.expiry_counted {
-                        p.expiry_counted = true;
-                        stats.processes_expired += 1;
-                    }
-                    let keep = p.live_until + forget > now;
-                    if !keep {
-                        removed_processes += 1;
-                    }
-                    keep
-                });
-                let keep = program.live_until + forget > now;
-                if !keep {
-                    removed_programs += 1;
-                }
-                keep
-            });
-            !programs.is_empty()
+        self.processes.retain(|id, p| {
+            if p.live_until <= now_tick && !p.expiry_counted {
+                p.expiry_counted = true;
+                stats.processes_expired += 1;
+            }
+            let keep = p.live_until.0.saturating_add(forget) > now_tick.0;
+            if !keep {
+                removed_processes += 1;
+                tokens.release(id.token);
+            }
+            keep
         });
         stats.processes_forgotten += removed_processes;
-        stats.programs_forgotten += removed_programs;
-        self.processes -= removed_processes as usize;
-        self.programs -= removed_programs as usize;
+        // A program's `live_until` is the latest of its processes', so a
+        // program forgotten here has no process left.
+        for (id, slot) in self.programs.iter_mut().enumerate() {
+            let Some(program) = slot else { continue };
+            if program.live_until.0.saturating_add(forget) > now_tick.0 {
+                continue;
+            }
+            if let Some(programs) = self.index.get_mut(&*program.host) {
+                programs.remove(&*program.name);
+                if programs.is_empty() {
+                    self.index.remove(&*program.host);
+                }
+            }
+            *slot = None;
+            self.free.push(id as ProgramId);
+            self.program_count -= 1;
+            stats.programs_forgotten += 1;
+        }
+    }
+
+    fn forget_ticks(&self) -> u64 {
+        self.freshness
+            .forget_after
+            .as_nanos()
+            .min(u128::from(u64::MAX)) as u64
     }
 
     /// At the process limit, dead processes make room: they only guard
@@ -390,23 +566,20 @@ impl SqlaStore {
             return;
         }
         self.last_eviction_scan = Some(now);
-        let mut removed = 0;
-        for programs in self.hosts.values_mut() {
-            for program in programs.values_mut() {
-                program.processes.retain(|_, p| {
-                    let live = p.live_until > now;
-                    if !live {
-                        removed += 1;
-                        if !p.expiry_counted {
-                            self.stats.processes_expired += 1;
-                        }
-                    }
-                    live
-                });
+        let now_tick = self.tick(now);
+        let stats = &mut self.stats;
+        let tokens = &mut self.tokens;
+        self.processes.retain(|id, p| {
+            let live = p.live_until > now_tick;
+            if !live {
+                stats.processes_forgotten += 1;
+                if !p.expiry_counted {
+                    stats.processes_expired += 1;
+                }
+                tokens.release(id.token);
             }
-        }
-        self.processes -= removed as usize;
-        self.stats.processes_forgotten += removed;
+            live
+        });
     }
 
     /// Every host/program not yet forgotten, with gauges over the processes
@@ -420,42 +593,53 @@ impl SqlaStore {
     /// [`SqlaStore::snapshot`] in no particular order: what runs under the
     /// lock; the scrape sorts after releasing it.
     pub fn snapshot_unsorted(&self, now: Instant) -> Snapshot {
-        let forget = self.freshness.forget_after;
-        let mut programs = Vec::with_capacity(self.programs);
-        for (host, host_programs) in &self.hosts {
-            for (name, program) in host_programs {
-                if program.live_until + forget <= now {
-                    continue;
+        let now_tick = self.tick(now);
+        let forget = self.forget_ticks();
+        // Live processes and pool gauges per program, in one pass.
+        let mut live = vec![(0u64, Pool::default()); self.programs.len()];
+        for (id, p) in &self.processes {
+            if p.live_until <= now_tick {
+                continue;
+            }
+            let Some((processes, pool)) = live.get_mut(id.program as usize) else {
+                continue;
+            };
+            match p.extra.as_deref() {
+                Some(Extra {
+                    relay: Some(relay), ..
+                }) => {
+                    *processes += relay.processes();
+                    pool.add(&relay.pool());
                 }
-                let mut pool = Pool::default();
-                let mut processes = 0;
-                for p in program.processes.values().filter(|p| p.live_until > now) {
-                    if let Some(relay) = &p.relay {
-                        processes += relay.processes();
-                        pool.add(&relay.pool());
-                        continue;
-                    }
-                    processes += 1;
+                _ => {
+                    *processes += 1;
                     if let Some((_, g)) = &p.pool {
                         pool.add(g);
                     }
                 }
-                programs.push(ProgramSnapshot {
-                    host: host.clone(),
-                    program: name.clone(),
-                    processes,
-                    pool,
-                    totals: program.totals,
-                    transactions: program.transactions,
-                    last_report_unix: program.last_report_unix,
-                    interval_seconds: program.interval,
-                    connections_max: None,
-                });
             }
+        }
+        let mut programs = Vec::with_capacity(self.program_count);
+        for (slot, (processes, pool)) in self.programs.iter().zip(live) {
+            let Some(program) = slot else { continue };
+            if program.live_until.0.saturating_add(forget) <= now_tick.0 {
+                continue;
+            }
+            programs.push(ProgramSnapshot {
+                host: program.host.clone(),
+                program: program.name.clone(),
+                processes,
+                pool,
+                totals: program.totals,
+                transactions: program.transactions,
+                last_report_unix: program.last_report_unix,
+                interval_seconds: program.interval,
+                connections_max: None,
+            });
         }
         Snapshot {
             programs,
-            tracked_processes: self.processes,
+            tracked_processes: self.processes.len(),
             stats: self.stats,
         }
     }
@@ -489,6 +673,7 @@ fn add_deltas<const N: usize>(sum: &mut [u64; N], old: Option<[u64; N]>, new: &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::ProcessKey;
 
     const S: Duration = Duration::from_secs(1);
 
@@ -542,12 +727,89 @@ mod tests {
 
     #[test]
     fn a_process_stays_small() {
-        // What each tracked process costs before the map's own overhead.
-        assert!(
-            std::mem::size_of::<Process>() <= 128,
-            "{}",
+        // What each tracked process costs: one map entry of key and record
+        // (the map adds a control byte and its free slots).
+        assert_eq!(
+            std::mem::size_of::<(ProcessId, Process)>(),
+            128,
+            "{} + {}",
+            std::mem::size_of::<ProcessId>(),
             std::mem::size_of::<Process>()
         );
+    }
+
+    #[test]
+    fn client_tokens_pack_into_one_number_each() {
+        assert_eq!(packed_token("12345:abcdef"), Some(12345 << 24 | 0xabcdef));
+        assert_eq!(packed_token("0:000000"), Some(0));
+        assert_eq!(
+            packed_token("4294967295:ffffff"),
+            Some(u64::from(u32::MAX) << 24 | 0xffffff)
+        );
+        // Anything that would not give the token back as it was is text.
+        for text in [
+            "",
+            ":",
+            "1:abcde",
+            "1:abcdef0",
+            "1:ABCDEF",
+            "01:abcdef",
+            "+1:abcdef",
+            "4294967296:abcdef",
+            "a:abcdef",
+            "1:abcdeg",
+            "1;abcdef",
+            "\0relay",
+        ] {
+            assert_eq!(packed_token(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn text_tokens_are_numbered_while_a_process_holds_them() {
+        let mut t = Tokens::default();
+        let a = t.hold("worker-a");
+        assert_ne!(a & TEXT_TOKEN, 0);
+        assert_eq!(
+            t.hold("worker-a"),
+            a,
+            "a second program's process shares it"
+        );
+        let b = t.hold("worker-b");
+        assert_ne!(a, b);
+        assert_eq!(t.find("worker-a"), Some(a));
+        t.release(a);
+        assert_eq!(t.find("worker-a"), Some(a), "one holder left");
+        t.release(a);
+        assert_eq!(t.find("worker-a"), None);
+        assert_eq!((t.numbers.len(), t.names.len()), (1, 1));
+        // Packed tokens are never held.
+        assert_eq!(t.hold("7:00000a"), 7 << 24 | 0xa);
+        assert_eq!(t.numbers.len(), 1);
+    }
+
+    #[test]
+    fn the_same_token_in_two_programs_is_two_processes() {
+        let mut s = store();
+        let t0 = Now::wall();
+        for program in ["api", "worker"] {
+            s.apply(&pool_rec(program, "100:abcdef", 10, 1.0, 2.0), t0)
+                .unwrap();
+            s.apply(&pool_rec(program, "odd-token", 10, 1.0, 2.0), t0)
+                .unwrap();
+        }
+        let snap = s.snapshot(t0.at);
+        assert_eq!(snap.tracked_processes, 4);
+        assert_eq!(
+            snap.programs
+                .iter()
+                .map(|p| p.processes)
+                .collect::<Vec<_>>(),
+            [2, 2]
+        );
+        s.sweep(t0.at + Duration::from_secs(7200));
+        assert_eq!(s.snapshot(t0.at).tracked_processes, 0);
+        assert!(s.tokens.numbers.is_empty() && s.tokens.names.is_empty());
     }
 
     #[test]
@@ -780,7 +1042,8 @@ mod tests {
         assert_eq!(snap.tracked_processes, 0);
         assert_eq!(snap.stats.programs_forgotten, 1);
         assert_eq!(snap.stats.processes_forgotten, 1);
-        assert!(s.hosts.is_empty());
+        assert!(s.index.is_empty());
+        assert_eq!(s.program_count, 0);
     }
 
     #[test]
