@@ -1,16 +1,30 @@
 //! Any bytes as a datagram: `decode` and `decode_with` (the test captures'
 //! keys) never panic; what they decode is well formed, survives being written
 //! again, and goes through routing, the stores and a scrape in both formats,
-//! which must stay valid (each family declared once).
+//! which must stay valid (each family declared once). The fast path for the
+//! real client's datagrams agrees with `decode` on every datagram it takes.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sqlalchemy_collectd_exporter::collectd::{decode, decode_with};
+use sqlalchemy_collectd_exporter::collectd::{client_report, decode, decode_with};
 use sqlalchemy_collectd_exporter_fuzz::{Pipeline, check_round_trip, keys};
 
 fuzz_target!(|data: &[u8]| {
     let datagram = Bytes::copy_from_slice(data);
+    if let Some(report) = client_report(data) {
+        let packet = decode(&datagram).expect("the fast path takes only datagrams decode accepts");
+        assert!(packet.notifications.is_empty() && packet.username.is_none());
+        assert_eq!(packet.value_lists.len(), 1);
+        let vl = &packet.value_lists[0];
+        assert_eq!(
+            [vl.id.host.as_str(), vl.id.plugin.as_str(), vl.id.plugin_instance.as_str(),
+             vl.id.type_.as_str(), vl.id.type_instance.as_str()],
+            [report.host, report.plugin, report.plugin_instance, report.type_, report.type_instance]
+        );
+        assert_eq!((vl.time, vl.interval), (report.time, report.interval));
+        assert_eq!(vl.values.as_ref(), report.values);
+    }
     let mut pipeline = Pipeline::new();
     for result in [decode(&datagram), decode_with(&datagram, Some(keys()))] {
         match result {
