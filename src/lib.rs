@@ -9,6 +9,7 @@
 //! `config` turns flags into a `Config`, `server` binds and runs it all,
 //! `telemetry` counts what the exporter itself does.
 
+pub mod api;
 pub mod capacity;
 pub mod collectd;
 pub mod config;
@@ -19,4 +20,5 @@ pub mod route;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod top;
 pub mod typesdb;

@@ -23,6 +23,9 @@ pub fn router(shared: Arc<Shared>, telemetry_path: &str, push_path: &str) -> Rou
     if !push_path.is_empty() && push_path != telemetry_path {
         router = router.route(push_path, post(crate::push::collectd_post));
     }
+    if telemetry_path != crate::api::PATH && push_path != crate::api::PATH {
+        router = router.route(crate::api::PATH, get(crate::api::pools));
+    }
     router
         .route(telemetry_path, get(metrics))
         .route("/", get(move || async move { Html(landing) }))
