@@ -7,7 +7,8 @@
 //! 5. `exposition` encodes a snapshot of the stores on every scrape.
 //!
 //! `config` turns flags into a `Config`, `server` binds and runs it all,
-//! `telemetry` counts what the exporter itself does.
+//! `telemetry` counts what the exporter itself does; `api` serves the
+//! SQLAlchemy snapshot as JSON, which `top` (a terminal client) reads.
 
 pub mod api;
 pub mod capacity;

@@ -1,7 +1,8 @@
 //! HTTP: `/metrics` (or `--web.telemetry-path`) encodes a snapshot of the
 //! stores and the exporter's own counters on every scrape, in the Prometheus
 //! text format or OpenMetrics as the scraper's `Accept` asks, gzipped when
-//! asked; `/` is a landing page, `/-/healthy` and `/-/ready` health checks.
+//! asked; `/` is a landing page, `/-/healthy` and `/-/ready` health checks;
+//! `/api/v1/pools` is the same snapshot as JSON (`crate::api`).
 
 pub mod families;
 pub mod openmetrics;
