@@ -246,26 +246,14 @@ fn top(args: &[&str]) -> Output {
         .expect("binary runs")
 }
 
-#[test]
-fn top_once_prints_the_table_of_what_was_sent() {
-    let dir = TempDir::new("top", "once");
-    let (e, sent_at) = replayed(&dir);
-    let out = top(&["--once", "--url", &format!("http://{}", e.http)]);
-    let elapsed = unix_now() - sent_at;
-    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
-    println!("{stdout}");
-
+/// What `top --once` must print for the replayed capture, `elapsed`
+/// seconds after sending began (the age cells are read from `stdout` and
+/// checked against it).
+fn once_table(stdout: &str, elapsed: f64) -> String {
     let lines: Vec<&str> = stdout.lines().collect();
     let mut rows = vec![titles()];
     for (i, ((host, program), s)) in sent(CAPTURE).into_iter().enumerate() {
-        let [_, checked_out, _, _, connections] = s.pool;
-        let pools = s.pool[0];
+        let [pools, checked_out, _, _, connections] = s.pool;
         let line = lines
             .get(i + 1)
             .unwrap_or_else(|| panic!("row {i} in\n{stdout}"));
@@ -292,7 +280,158 @@ fn top_once_prints_the_table_of_what_was_sent() {
         ]);
     }
     assert_eq!(rows.len(), 3, "the capture has two programs");
-    assert_eq!(stdout, table(&rows));
+    table(&rows)
+}
+
+#[test]
+fn top_once_prints_the_table_of_what_was_sent() {
+    let dir = TempDir::new("top", "once");
+    let (e, sent_at) = replayed(&dir);
+    let out = top(&["--once", "--url", &format!("http://{}", e.http)]);
+    let elapsed = unix_now() - sent_at;
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    println!("{stdout}");
+    assert_eq!(stdout, once_table(&stdout, elapsed));
+}
+
+/// An HTTPS front for an exporter: a certificate for `localhost` signed by
+/// a CA of its own (written to `ca.pem` in `dir`); requests with the basic
+/// auth of alice/wonderland are answered with the exporter's document,
+/// others with 401. Serves `connections` connections, then stops.
+fn tls_front(dir: &TempDir, exporter: std::net::SocketAddr, connections: usize) -> u16 {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate");
+    std::fs::write(dir.0.join("ca.pem"), ca.pem()).expect("write ca.pem");
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("server certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("server config");
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TLS front");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().take(connections) {
+            let Ok(tcp) = tcp else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&request).to_lowercase();
+            // alice:wonderland
+            let response = if request.contains("authorization: basic ywxpy2u6d29uzgvybgfuza==") {
+                let body = common::get(exporter, "/api/v1/pools", &[]).body;
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                r.extend_from_slice(&body);
+                r
+            } else {
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec()
+            };
+            let _ = tls.write_all(&response);
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    port
+}
+
+#[test]
+fn top_once_over_https_trusts_the_ca_file_and_sends_basic_auth() {
+    let dir = TempDir::new("top", "tls");
+    let (e, sent_at) = replayed(&dir);
+    let port = tls_front(&dir, e.http, 3);
+    let url = format!("https://localhost:{port}");
+    let ca = dir.0.join("ca.pem");
+    let ca = ca.to_str().expect("UTF-8 path");
+    let password = dir.0.join("password");
+    std::fs::write(&password, "wonderland\n").expect("write password");
+    let password = password.to_str().expect("UTF-8 path");
+
+    let out = top(&[
+        "--once",
+        "--url",
+        &url,
+        "--ca-file",
+        ca,
+        "--user",
+        "alice",
+        "--password-file",
+        password,
+    ]);
+    let elapsed = unix_now() - sent_at;
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(out.status.success());
+    assert_eq!(stdout, once_table(&stdout, elapsed));
+
+    // The password from the environment; a wrong one is refused.
+    let out = Command::new(BIN)
+        .args([
+            "top",
+            "--once",
+            "--url",
+            &url,
+            "--ca-file",
+            ca,
+            "--user",
+            "alice",
+        ])
+        .env("SQLALCHEMY_COLLECTD_EXPORTER_PASSWORD", "rabbit")
+        .output()
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("error: exporter unreachable: {url}/api/v1/pools: HTTP 401 Unauthorized\n")
+    );
+
+    // Without the CA, the server's certificate is not trusted.
+    let out = top(&["--once", "--url", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: exporter unreachable: {url}/api/v1/pools: io: invalid peer certificate: UnknownIssuer\n"
+        )
+    );
 }
 
 #[test]
