@@ -272,6 +272,8 @@ pub enum Command {
         /// The YAML file to check.
         file: PathBuf,
     },
+    /// Show a running exporter's pools live in the terminal, like top (`--once`: one table).
+    Top(crate::top::TopArgs),
 }
 
 /// Everything the server needs, validated.

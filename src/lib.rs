@@ -7,8 +7,10 @@
 //! 5. `exposition` encodes a snapshot of the stores on every scrape.
 //!
 //! `config` turns flags into a `Config`, `server` binds and runs it all,
-//! `telemetry` counts what the exporter itself does.
+//! `telemetry` counts what the exporter itself does; `api` serves the
+//! SQLAlchemy snapshot as JSON, which `top` (a terminal client) reads.
 
+pub mod api;
 pub mod capacity;
 pub mod collectd;
 pub mod config;
@@ -19,4 +21,5 @@ pub mod route;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod top;
 pub mod typesdb;

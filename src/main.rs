@@ -42,6 +42,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Top(top)) = &args.command {
+        return match sqlalchemy_collectd_exporter::top::run(top) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = Config::from(args);
     init_logging(config.log_level, config.log_format);
     match run(config) {

@@ -1,7 +1,8 @@
 //! HTTP: `/metrics` (or `--web.telemetry-path`) encodes a snapshot of the
 //! stores and the exporter's own counters on every scrape, in the Prometheus
 //! text format or OpenMetrics as the scraper's `Accept` asks, gzipped when
-//! asked; `/` is a landing page, `/-/healthy` and `/-/ready` health checks.
+//! asked; `/` is a landing page, `/-/healthy` and `/-/ready` health checks;
+//! `/api/v1/pools` is the same snapshot as JSON (`crate::api`).
 
 pub mod families;
 pub mod openmetrics;
@@ -22,6 +23,9 @@ pub fn router(shared: Arc<Shared>, telemetry_path: &str, push_path: &str) -> Rou
     let mut router = Router::new();
     if !push_path.is_empty() && push_path != telemetry_path {
         router = router.route(push_path, post(crate::push::collectd_post));
+    }
+    if telemetry_path != crate::api::PATH && push_path != crate::api::PATH {
+        router = router.route(crate::api::PATH, get(crate::api::pools));
     }
     router
         .route(telemetry_path, get(metrics))

@@ -1,0 +1,623 @@
+//! `/api/v1/pools` and `sqlalchemy-collectd-exporter top` against a live
+//! exporter: the document for a replayed capture, `top --once`'s table, its
+//! one-line error when the exporter is away, and the full screen in tmux
+//! while the real Python client changes its pool.
+//!
+//! Expected values come from what was sent: the captured datagrams (decoded
+//! here) or the app's own report of the pool it holds. Only the age of the
+//! last report depends on when the test runs; it is checked against the
+//! time the test measured around sending and reading.
+
+mod common;
+
+use bytes::Bytes;
+use common::client::App;
+use common::daemon::TempDir;
+use serde_json::{Value as Json, json};
+use sqlalchemy_collectd_exporter::collectd::{Value, decode};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sqlalchemy-collectd-exporter");
+const CAPTURE: &str = "05_sqla_fork_workers_two_programs";
+const POOL_SIZE: f64 = 5.0;
+const MAX_OVERFLOW: f64 = 10.0;
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// A config file giving `program` a capacity of POOL_SIZE + MAX_OVERFLOW per pool.
+fn capacity_for(dir: &TempDir, program: &str) -> PathBuf {
+    let path = dir.0.join("config.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "pools:\n  - programs: [\"{program}\"]\n    pool_size: {POOL_SIZE}\n    max_overflow: {MAX_OVERFLOW}\n"
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// One host/program of a capture: each process's last pool gauges and last
+/// totals, summed (each process's totals only grow within a capture).
+#[derive(Debug, Default)]
+struct Sent {
+    processes: u64,
+    /// numpools, checkedout, checkedin, detached, connections.
+    pool: [f64; 5],
+    /// checkouts, invalidated, connects, disconnects.
+    totals: [u64; 4],
+    interval: f64,
+}
+
+/// Host, program, process token, type.
+type ValueListKey = (String, String, String, String);
+
+fn sent(scenario: &str) -> BTreeMap<(String, String), Sent> {
+    let mut last: BTreeMap<ValueListKey, (Vec<Value>, f64)> = BTreeMap::new();
+    for d in common::datagrams(scenario) {
+        let packet = decode(&Bytes::from(d)).expect("captured datagrams decode");
+        for vl in packet.value_lists {
+            let id = &vl.id;
+            last.insert(
+                (
+                    id.host.as_str().to_owned(),
+                    id.plugin_instance.as_str().to_owned(),
+                    id.type_instance.as_str().to_owned(),
+                    id.type_.as_str().to_owned(),
+                ),
+                (vl.values.iter().collect(), vl.interval.as_secs_f64()),
+            );
+        }
+    }
+    let mut out: BTreeMap<(String, String), Sent> = BTreeMap::new();
+    let mut tokens: BTreeMap<(String, String), std::collections::BTreeSet<String>> =
+        BTreeMap::new();
+    for ((host, program, token, type_), (values, interval)) in last {
+        let s = out.entry((host.clone(), program.clone())).or_default();
+        tokens.entry((host, program)).or_default().insert(token);
+        s.interval = interval;
+        for (i, v) in values.into_iter().enumerate() {
+            match (type_.as_str(), v) {
+                ("sqlalchemy_pool", Value::Gauge(g)) => s.pool[i] += g,
+                ("sqlalchemy_totals", Value::Derive(d)) => {
+                    s.totals[i] += u64::try_from(d).expect("totals are positive")
+                }
+                other => panic!("unexpected value list {other:?}"),
+            }
+        }
+    }
+    for (k, t) in tokens {
+        out.get_mut(&k).expect("program").processes = t.len() as u64;
+    }
+    out
+}
+
+/// The captured datagrams, replayed at once into an exporter that gives
+/// `forkapp` a capacity; returns the exporter and the time before sending.
+fn replayed(dir: &TempDir) -> (common::Exporter, f64) {
+    let config = capacity_for(dir, "forkapp");
+    let config = config.to_str().expect("UTF-8 path");
+    let e = common::start(&["--config.file", config]);
+    let datagrams = common::datagrams(CAPTURE);
+    let before = unix_now();
+    common::send_and_settle(&e, &datagrams, datagrams.len());
+    (e, before)
+}
+
+#[test]
+fn pools_document_is_exactly_what_was_sent() {
+    let dir = TempDir::new("top", "api");
+    let (e, sent_at) = replayed(&dir);
+    let settled = unix_now();
+    let r = common::get(e.http, "/api/v1/pools", &[]);
+    let read = unix_now();
+    assert_eq!(
+        (r.status, r.content_type.as_str()),
+        (200, "application/json")
+    );
+    let mut doc: Json = serde_json::from_slice(&r.body).expect("JSON");
+
+    // The clock-dependent fields: within what the test measured, and
+    // consistent with each other; then fixed for the exact comparison.
+    let server_time = doc["server_time_unix"].as_f64().expect("server time");
+    assert!(
+        (settled..=read).contains(&server_time),
+        "{settled} ≤ {server_time} ≤ {read}"
+    );
+    doc["server_time_unix"] = json!(0.0);
+    for p in doc["programs"].as_array_mut().expect("programs") {
+        let last = p["last_report_unix"].as_f64().expect("last report");
+        assert!(
+            (sent_at..=settled).contains(&last),
+            "{sent_at} ≤ {last} ≤ {settled}"
+        );
+        let age = ((server_time - last) * 1000.0).round() / 1000.0;
+        assert_eq!(p["age_seconds"].as_f64(), Some(age));
+        p["last_report_unix"] = json!(0.0);
+        p["age_seconds"] = json!(0.0);
+    }
+
+    let programs: Vec<Json> = sent(CAPTURE)
+        .into_iter()
+        .map(|((host, program), s)| {
+            let [pools, checked_out, checked_in, detached, connections] = s.pool;
+            let [checkouts, invalidations, connects, disconnects] = s.totals;
+            let max = (program == "forkapp").then_some((POOL_SIZE + MAX_OVERFLOW) * pools);
+            json!({
+                "host": host,
+                "program": program,
+                "state": "live",
+                "processes": s.processes,
+                "pools": pools as u64,
+                "connections": connections as u64,
+                "checked_out": checked_out as u64,
+                "checked_in": checked_in as u64,
+                "detached": detached as u64,
+                "checkouts": checkouts,
+                "invalidations": invalidations,
+                "connects": connects,
+                "disconnects": disconnects,
+                "transactions": null,
+                "last_report_unix": 0.0,
+                "age_seconds": 0.0,
+                "interval_seconds": s.interval,
+                "late": false,
+                "connections_max": max.map(|m| m as u64),
+                "usage": max.map(|m| checked_out / m),
+            })
+        })
+        .collect();
+    assert_eq!(programs.len(), 2, "the capture has two programs");
+    let want = json!({
+        "exporter": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "revision": env!("SCE_GIT_REVISION"),
+        },
+        "server_time_unix": 0.0,
+        "late_after_intervals": 1.5,
+        "programs": programs,
+    });
+    assert_eq!(doc, want);
+}
+
+/// The columns of a plain table: two spaces between, text left, numbers right.
+fn table(rows: &[[String; 10]]) -> String {
+    let mut widths = [0usize; 10];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i < 3 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn titles() -> [String; 10] {
+    [
+        "HOST", "PROGRAM", "STATE", "AGE/INT", "PROCS", "CONNS", "OUT", "CKOUT/S", "INVAL/S",
+        "USE%",
+    ]
+    .map(str::to_owned)
+}
+
+/// Checks an AGE/INT cell (`0.4s/2s`): the age lies within `bound` seconds;
+/// returns the cell.
+fn check_age(cell: &str, interval: &str, bound: f64) -> String {
+    let age = cell
+        .strip_suffix(&format!("s/{interval}s"))
+        .and_then(|a| a.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("AGE/INT cell {cell:?}"));
+    assert!(
+        (0.0..=bound).contains(&age),
+        "age {age} outside 0..={bound}"
+    );
+    cell.to_owned()
+}
+
+fn top(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("top")
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+/// What `top --once` must print for the replayed capture, `elapsed`
+/// seconds after sending began (the age cells are read from `stdout` and
+/// checked against it).
+fn once_table(stdout: &str, elapsed: f64) -> String {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let mut rows = vec![titles()];
+    for (i, ((host, program), s)) in sent(CAPTURE).into_iter().enumerate() {
+        let [pools, checked_out, _, _, connections] = s.pool;
+        let line = lines
+            .get(i + 1)
+            .unwrap_or_else(|| panic!("row {i} in\n{stdout}"));
+        let age = line.split_whitespace().nth(3).expect("AGE/INT cell");
+        // One fetch: no change or rate yet, and the peak is the value.
+        rows.push([
+            host,
+            program.clone(),
+            "live".into(),
+            check_age(age, &format!("{}", s.interval), elapsed + 0.05),
+            format!("{}/{}", s.processes, s.processes),
+            format!("{connections}/{connections}/-"),
+            format!("{checked_out}/{checked_out}/-"),
+            "-".into(),
+            "-".into(),
+            if program == "forkapp" {
+                format!(
+                    "{:.1}%",
+                    100.0 * checked_out / ((POOL_SIZE + MAX_OVERFLOW) * pools)
+                )
+            } else {
+                "-".into()
+            },
+        ]);
+    }
+    assert_eq!(rows.len(), 3, "the capture has two programs");
+    table(&rows)
+}
+
+#[test]
+fn top_once_prints_the_table_of_what_was_sent() {
+    let dir = TempDir::new("top", "once");
+    let (e, sent_at) = replayed(&dir);
+    let out = top(&["--once", "--url", &format!("http://{}", e.http)]);
+    let elapsed = unix_now() - sent_at;
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    println!("{stdout}");
+    assert_eq!(stdout, once_table(&stdout, elapsed));
+}
+
+/// An HTTPS front for an exporter: a certificate for `localhost` signed by
+/// a CA of its own (written to `ca.pem` in `dir`); requests with the basic
+/// auth of alice/wonderland are answered with the exporter's document,
+/// others with 401. Serves `connections` connections, then stops.
+fn tls_front(dir: &TempDir, exporter: std::net::SocketAddr, connections: usize) -> u16 {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate");
+    std::fs::write(dir.0.join("ca.pem"), ca.pem()).expect("write ca.pem");
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("server certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("server config");
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TLS front");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().take(connections) {
+            let Ok(tcp) = tcp else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&request).to_lowercase();
+            // alice:wonderland
+            let response = if request.contains("authorization: basic ywxpy2u6d29uzgvybgfuza==") {
+                let body = common::get(exporter, "/api/v1/pools", &[]).body;
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                r.extend_from_slice(&body);
+                r
+            } else {
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec()
+            };
+            let _ = tls.write_all(&response);
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    port
+}
+
+#[test]
+fn top_once_over_https_trusts_the_ca_file_and_sends_basic_auth() {
+    let dir = TempDir::new("top", "tls");
+    let (e, sent_at) = replayed(&dir);
+    let port = tls_front(&dir, e.http, 3);
+    let url = format!("https://localhost:{port}");
+    let ca = dir.0.join("ca.pem");
+    let ca = ca.to_str().expect("UTF-8 path");
+    let password = dir.0.join("password");
+    std::fs::write(&password, "wonderland\n").expect("write password");
+    let password = password.to_str().expect("UTF-8 path");
+
+    let out = top(&[
+        "--once",
+        "--url",
+        &url,
+        "--ca-file",
+        ca,
+        "--user",
+        "alice",
+        "--password-file",
+        password,
+    ]);
+    let elapsed = unix_now() - sent_at;
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(out.status.success());
+    assert_eq!(stdout, once_table(&stdout, elapsed));
+
+    // The password from the environment; a wrong one is refused.
+    let out = Command::new(BIN)
+        .args([
+            "top",
+            "--once",
+            "--url",
+            &url,
+            "--ca-file",
+            ca,
+            "--user",
+            "alice",
+        ])
+        .env("SQLALCHEMY_COLLECTD_EXPORTER_PASSWORD", "rabbit")
+        .output()
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("error: exporter unreachable: {url}/api/v1/pools: HTTP 401 Unauthorized\n")
+    );
+
+    // Without the CA, the server's certificate is not trusted.
+    let out = top(&["--once", "--url", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: exporter unreachable: {url}/api/v1/pools: io: invalid peer certificate: UnknownIssuer\n"
+        )
+    );
+}
+
+#[test]
+fn top_once_without_an_exporter_fails_with_one_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = top(&["--once", "--url", &format!("http://127.0.0.1:{port}")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: exporter unreachable: http://127.0.0.1:{port}/api/v1/pools: io: Connection refused (os error 111)\n"
+        )
+    );
+}
+
+#[test]
+fn top_rejects_bad_flags_with_one_line() {
+    let out = top(&["--once", "--url", "localhost:9827"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: --url \"localhost:9827\": must start with http:// or https://\n"
+    );
+    let out = top(&["--refresh", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+/// A tmux server of the test's own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        let version = Command::new("tmux").arg("-V").output();
+        assert!(
+            version.as_ref().is_ok_and(|o| o.status.success()),
+            "tmux must be installed (Debian package tmux); run the README's test command, \
+             scripts/test.sh, which installs it"
+        );
+        Tmux {
+            socket: format!("sce-top-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn screen(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-t", "top"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The cells of `program`'s row on a screen, if it shows one.
+fn row(screen: &str, host: &str, program: &str) -> Option<Vec<String>> {
+    screen.lines().find_map(|l| {
+        let cells: Vec<String> = l.split_whitespace().map(str::to_owned).collect();
+        (cells.len() == 10 && cells[0] == host && cells[1] == program).then_some(cells)
+    })
+}
+
+#[test]
+fn top_in_tmux_follows_the_real_client() {
+    const HOST: &str = "itest";
+    const PROGRAM: &str = "checkout";
+    let tmux = Tmux::new();
+    let dir = TempDir::new("top", "tmux");
+    let config = capacity_for(&dir, PROGRAM);
+    let e = common::start(&["--config.file", config.to_str().expect("UTF-8 path")]);
+    let status = dir.0.join("status");
+    let command = format!(
+        "{BIN} top --url http://{} --refresh 250ms; echo $? > {}",
+        e.http,
+        status.display()
+    );
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+
+    let mut app = App::start("checkout", e.udp.port(), HOST);
+    let (mut peak_connections, mut peak_out) = (0, 0);
+    let mut last = String::new();
+    for (i, phase) in ["init", "three_out", "one_returned"].iter().enumerate() {
+        if i > 0 {
+            app.next();
+        }
+        let report = app.report(phase);
+        let [v] = &report.live[..] else {
+            panic!("one process expected: {report:?}")
+        };
+        let s = v.client_state();
+        peak_connections = peak_connections.max(s.open);
+        peak_out = peak_out.max(s.held);
+        let capacity = (POOL_SIZE + MAX_OVERFLOW) * v.engines as f64;
+        // Settled: no change since the previous refresh, so Δ 0 and rates 0.
+        let want = [
+            HOST.to_owned(),
+            PROGRAM.to_owned(),
+            "live".into(),
+            String::new(),
+            "1/1".into(),
+            format!("{}/{peak_connections}/0", s.open),
+            format!("{}/{peak_out}/0", s.held),
+            "0.0".into(),
+            "0.0".into(),
+            format!("{:.1}%", 100.0 * s.held as f64 / capacity),
+        ];
+        let cells = common::poll(
+            Duration::from_secs(20),
+            &format!("phase {phase}: row {want:?} on screen"),
+            || {
+                last = tmux.screen();
+                let mut cells = row(&last, HOST, PROGRAM)?;
+                let age = std::mem::take(&mut cells[3]);
+                (cells == want).then_some(age)
+            },
+        );
+        // Every refresh is at most 250 ms old and the client reports every
+        // 2.0–2.2 s: a live program's report is younger than 1.5 intervals.
+        check_age(&cells, "2", 3.0);
+    }
+    println!("top in tmux (160x40):\n{last}");
+    let title = last.lines().next().unwrap_or_default();
+    assert!(
+        title.starts_with(&format!(
+            "http://{} — exporter {} — ",
+            e.http,
+            env!("CARGO_PKG_VERSION")
+        )) && title.ends_with(" — 1 program on 1 host"),
+        "{title}"
+    );
+    assert_eq!(
+        last.lines()
+            .nth(1)
+            .map(str::split_whitespace)
+            .map(Iterator::collect::<Vec<_>>),
+        Some(vec![
+            "HOST▲", "PROGRAM", "STATE", "AGE/INT", "PROCS", "CONNS", "OUT", "CKOUT/S", "INVAL/S",
+            "USE%"
+        ])
+    );
+
+    let sent = tmux.run(&["send-keys", "-t", "top", "q"]);
+    assert!(sent.status.success(), "{sent:?}");
+    let code = common::poll(Duration::from_secs(10), "top to exit after q", || {
+        std::fs::read_to_string(&status)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    });
+    assert_eq!(code, "0\n");
+    common::poll(Duration::from_secs(10), "the tmux session to end", || {
+        (!tmux.run(&["has-session", "-t", "top"]).status.success()).then_some(())
+    });
+    save_screen(&last);
+}
+
+/// Keeps the last screen for the docs (`docs/top-screen.txt`) when asked.
+fn save_screen(screen: &str) {
+    if std::env::var_os("UPDATE_SCREEN").is_some() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/top-screen.txt");
+        std::fs::write(path, screen).expect("write docs/top-screen.txt");
+    }
+}
