@@ -121,13 +121,24 @@ fn telemetry_path(s: &str) -> Result<String, String> {
 
 const MIB: usize = 1 << 20;
 
+/// What `--version` prints after the name: the crate version, the git revision
+/// and the UTC build date (both recorded by build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("SCE_GIT_REVISION"),
+    ", built ",
+    env!("SCE_BUILD_DATE"),
+    ")"
+);
+
 /// Receives collectd binary-protocol datagrams from sqlalchemy-collectd clients and
 /// collectd, and serves SQLAlchemy connection-pool metrics per host and program for
 /// Prometheus.
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "sqlalchemy-collectd-exporter",
-    version,
+    version = VERSION,
     about,
     max_term_width = 100,
     args_conflicts_with_subcommands = true
@@ -249,6 +260,14 @@ pub enum Command {
         /// The YAML file to check.
         file: PathBuf,
     },
+    /// Print a completion script for SHELL to stdout (see the README for where to put it).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout, e.g. `man | gzip > sqlalchemy-collectd-exporter.1.gz`.
+    Man,
 }
 
 /// Everything the server needs, validated.

@@ -9,11 +9,14 @@
 //! `config` turns flags into a `Config`, `server` binds and runs it all,
 //! `telemetry` counts what the exporter itself does.
 
+#[cfg(test)]
+mod build_date;
 pub mod capacity;
 pub mod collectd;
 pub mod config;
 pub mod exposition;
 pub mod ingest;
+pub mod manual;
 pub mod push;
 pub mod route;
 pub mod server;
