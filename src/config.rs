@@ -266,7 +266,7 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff) to stdout, e.g. `man | gzip > sqlalchemy-collectd-exporter.1.gz`.
+    /// Print the manual page (roff, section 1) to stdout.
     Man,
 }
 
