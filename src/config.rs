@@ -138,13 +138,24 @@ fn telemetry_path(s: &str) -> Result<String, String> {
 
 const MIB: usize = 1 << 20;
 
+/// What `--version` prints after the name: the crate version, the git revision
+/// and the UTC build date (both recorded by build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("SCE_GIT_REVISION"),
+    ", built ",
+    env!("SCE_BUILD_DATE"),
+    ")"
+);
+
 /// Receives collectd binary-protocol datagrams from sqlalchemy-collectd clients and
 /// collectd, and serves SQLAlchemy connection-pool metrics per host and program for
 /// Prometheus.
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "sqlalchemy-collectd-exporter",
-    version,
+    version = VERSION,
     about,
     max_term_width = 100,
     args_conflicts_with_subcommands = true
@@ -274,6 +285,14 @@ pub enum Command {
     },
     /// Show a running exporter's pools live in the terminal, like top (`--once`: one table).
     Top(crate::top::TopArgs),
+    /// Print a completion script for SHELL to stdout (see the README for where to put it).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff, section 1) to stdout.
+    Man,
 }
 
 /// Everything the server needs, validated.

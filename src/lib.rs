@@ -11,11 +11,14 @@
 //! SQLAlchemy snapshot as JSON, which `top` (a terminal client) reads.
 
 pub mod api;
+#[cfg(test)]
+mod build_date;
 pub mod capacity;
 pub mod collectd;
 pub mod config;
 pub mod exposition;
 pub mod ingest;
+pub mod manual;
 pub mod push;
 pub mod route;
 pub mod server;

@@ -5,6 +5,7 @@
 use clap::error::ErrorKind;
 use sqlalchemy_collectd_exporter::capacity::Capacity;
 use sqlalchemy_collectd_exporter::config::{Args, Command, Config, LogFormat, LogLevel};
+use sqlalchemy_collectd_exporter::manual;
 use sqlalchemy_collectd_exporter::server;
 use std::process::ExitCode;
 use tracing_subscriber::prelude::*;
@@ -25,6 +26,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Completions { shell }) = &args.command {
+        return write_stdout(&manual::completions(*shell));
+    }
+    if let Some(Command::Man) = &args.command {
+        return write_stdout(&manual::man_page());
+    }
     if let Some(Command::CheckConfig { file }) = &args.command {
         return match Capacity::load(file) {
             Ok(c) => {
@@ -57,6 +64,19 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes generated text to stdout; a closed pipe or full disk is one line on stderr.
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
             ExitCode::FAILURE
         }
     }
