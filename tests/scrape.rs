@@ -612,6 +612,64 @@ fn a_datagram_near_64_kib_is_read_whole() {
     );
 }
 
+#[test]
+fn datagrams_around_the_receive_slot_size_are_read_whole() {
+    // Sizes on both sides of the 2 KiB dense slot; each datagram holds client
+    // value lists and is padded to its exact size with a part collectd skips.
+    let e = common::start(&[]);
+    let sizes = [2040usize, 2047, 2048, 2049, 2050, 3000, 4096, 4097];
+    let mut datagrams = Vec::new();
+    let mut n = 0;
+    for size in sizes {
+        let mut enc = Encoder::new();
+        while enc.len() + 400 < size {
+            let id = Identity {
+                host: "h1".into(),
+                plugin: "sqlalchemy".into(),
+                plugin_instance: "edge".into(),
+                type_: "sqlalchemy_pool".into(),
+                type_instance: format!("{n}:abcdef").as_str().into(),
+            };
+            enc.client_value_list(&id, 100, 2, &[Value::Gauge(1.0); 5]);
+            n += 1;
+        }
+        let mut raw = enc.finish().to_vec();
+        let pad = size - raw.len();
+        assert!(pad >= 4);
+        raw.extend_from_slice(&0x7f00u16.to_be_bytes());
+        raw.extend_from_slice(&(pad as u16).to_be_bytes());
+        raw.resize(size, 0xaa);
+        assert_eq!(raw.len(), size);
+        datagrams.push(raw);
+        // A small client datagram between them shares each batch.
+        let id = Identity {
+            host: "h1".into(),
+            plugin: "sqlalchemy".into(),
+            plugin_instance: "edge".into(),
+            type_: "sqlalchemy_pool".into(),
+            type_instance: format!("{n}:abcdef").as_str().into(),
+        };
+        let small = Encoder::new()
+            .client_value_list(&id, 100, 2, &[Value::Gauge(1.0); 5])
+            .finish()
+            .to_vec();
+        datagrams.push(small);
+        n += 1;
+    }
+    let s = common::samples(&common::send_and_settle(&e, &datagrams, n));
+    assert_eq!(
+        sqla(&s, "sqlalchemy_processes", "h1", "edge"),
+        Some(n as f64)
+    );
+    assert_eq!(
+        common::sum(
+            &s,
+            "sqlalchemy_collectd_exporter_datagram_bytes_received_total"
+        ),
+        datagrams.iter().map(Vec::len).sum::<usize>() as f64
+    );
+}
+
 fn write_auth(dir_name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sce-{dir_name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
