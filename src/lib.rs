@@ -7,7 +7,8 @@
 //! 5. `exposition` encodes a snapshot of the stores on every scrape.
 //!
 //! `config` turns flags into a `Config`, `server` binds and runs it all,
-//! `telemetry` counts what the exporter itself does.
+//! `telemetry` counts what the exporter itself does; `webconfig` adds TLS,
+//! basic auth and headers to the HTTP listeners (`--web.config.file`).
 
 pub mod capacity;
 pub mod collectd;
@@ -20,3 +21,4 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod typesdb;
+pub mod webconfig;

@@ -6,6 +6,7 @@ use clap::error::ErrorKind;
 use sqlalchemy_collectd_exporter::capacity::Capacity;
 use sqlalchemy_collectd_exporter::config::{Args, Command, Config, LogFormat, LogLevel};
 use sqlalchemy_collectd_exporter::server;
+use sqlalchemy_collectd_exporter::webconfig::WebConfig;
 use std::process::ExitCode;
 use tracing_subscriber::prelude::*;
 
@@ -42,12 +43,33 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::CheckWebConfig { file }) = &args.command {
+        return check_web_config(file);
+    }
     let config = Config::from(args);
     init_logging(config.log_level, config.log_format);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check-web-config FILE`: the file and the certificates it names load.
+fn check_web_config(file: &std::path::Path) -> ExitCode {
+    let checked = WebConfig::load(file).and_then(|c| match &c.tls {
+        Some(tls) => tls.server_config().map(|_| c),
+        None => Ok(c),
+    });
+    match checked {
+        Ok(c) => {
+            println!("{}: valid ({})", file.display(), c.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -72,6 +94,9 @@ fn run(config: Config) -> anyhow::Result<()> {
                 }
                 if let Err(e) = shared.reload_config() {
                     tracing::error!(error = %e, "config file reload failed; keeping the previous configuration");
+                }
+                if let Err(e) = shared.reload_web_config() {
+                    tracing::error!(error = %e, "web config file reload failed; keeping the previous one");
                 }
             }
         });
