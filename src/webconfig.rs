@@ -963,9 +963,12 @@ impl Web {
     /// certificate, key or CA files changed (checked at most once a second).
     /// Files that do not load keep the configuration in use, and say why.
     pub fn server_config(&self) -> Option<Arc<ServerConfig>> {
+        self.server_config_at(Instant::now())
+    }
+
+    fn server_config_at(&self, now: Instant) -> Option<Arc<ServerConfig>> {
         let state = self.tls.as_ref()?;
         let mut state = lock(state);
-        let now = Instant::now();
         if now.duration_since(state.checked) >= CERT_CHECK_EVERY {
             state.checked = now;
             let stamp = state.settings.stamp();
@@ -1344,5 +1347,45 @@ mod tests {
         assert_eq!(basic_credentials(&h), None);
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!"));
         assert_eq!(basic_credentials(&h), None);
+    }
+
+    #[test]
+    fn broken_certificate_keeps_the_previous_one() {
+        let dir = std::env::temp_dir().join(format!("sce-webcfg-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write_pair = || {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            std::fs::write(dir.join("k.pem"), key.serialize_pem()).unwrap();
+            std::fs::write(dir.join("c.pem"), cert.pem()).unwrap();
+        };
+        write_pair();
+        let path = dir.join("web.yml");
+        std::fs::write(
+            &path,
+            "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n",
+        )
+        .unwrap();
+        let web = Web::load(&path).unwrap();
+        let start = Instant::now();
+        let first = web.server_config_at(start).unwrap();
+
+        std::fs::write(dir.join("c.pem"), "broken\n").unwrap();
+        // Within the second: not even looked at.
+        let same = web.server_config_at(start).unwrap();
+        assert!(Arc::ptr_eq(&first, &same));
+        // Looked at, does not load: the previous one stays.
+        let kept = web.server_config_at(start + CERT_CHECK_EVERY).unwrap();
+        assert!(Arc::ptr_eq(&first, &kept));
+
+        write_pair();
+        let later = start + CERT_CHECK_EVERY * 2;
+        let rotated = web.server_config_at(later).unwrap();
+        assert!(!Arc::ptr_eq(&first, &rotated));
+        // Unchanged files: the same configuration.
+        let again = web.server_config_at(later + CERT_CHECK_EVERY).unwrap();
+        assert!(Arc::ptr_eq(&rotated, &again));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
