@@ -1388,4 +1388,20 @@ mod tests {
         assert!(Arc::ptr_eq(&rotated, &again));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// The README's example file is valid (its certificate files aside).
+    #[test]
+    fn readme_example_parses() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("(`--web.config.file`)").unwrap()..];
+        let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let c = parse(example).unwrap();
+        let hash = c.users.get("prometheus").unwrap();
+        assert!(bcrypt::verify("changeme", hash).unwrap());
+        assert_eq!(
+            c.summary(),
+            "TLS, client certificates: RequireAndVerifyClientCert, 1 basic-auth users, 2 headers"
+        );
+    }
 }
