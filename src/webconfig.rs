@@ -462,7 +462,9 @@ impl WebConfig {
             File::default()
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| {
-                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                // Errors about the whole stream (several documents) have no
+                // location: the start of the file.
+                let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
                 // The message carries its own "at line … column …"; keep it once.
                 let message = e.to_string();
                 let message = match message.rfind(" at line ") {
@@ -1402,6 +1404,16 @@ mod tests {
         assert_eq!(
             c.summary(),
             "TLS, client certificates: RequireAndVerifyClientCert, 1 basic-auth users, 2 headers"
+        );
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/web_config.rs): an error without
+    /// a location was placed at 0:0.
+    #[test]
+    fn multi_document_error_is_placed_at_the_start() {
+        assert_eq!(
+            error("{}\n---\n{}\n"),
+            "web.yml:1:1: deserializing from YAML containing more than one document is not supported"
         );
     }
 }
