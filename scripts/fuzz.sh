@@ -5,7 +5,7 @@
 # out-of-memory), after printing the saved crash input and how to replay it.
 #
 #   scripts/fuzz.sh [SECONDS]                 every target
-#   FUZZ_TARGETS="decode config_file" scripts/fuzz.sh 30
+#   FUZZ_TARGETS="decode config_file web_config" scripts/fuzz.sh 30
 #
 # cargo-fuzz passes nightly-only flags (-Zsanitizer=address, sancov passes);
 # the machine has only a stable toolchain, which accepts them with

@@ -17,10 +17,11 @@ apt_install() {
 missing=()
 # prometheus: prometheus and promtool; collectd-core: the daemon, whose write_http
 # and python plugins need libyajl2 and libpython3.11 (only suggested by it);
-# tmux: tests/top.rs drives the terminal UI in it;
+# tmux: tests/top.rs drives the terminal UI in it; curl is the HTTPS client of
+# tests/web_config.rs;
 # systemd (systemd-analyze), zsh, fish, groff-base, man-db: tests/packaging.rs checks the
 # systemd unit, the completion scripts and the manual page with them.
-for pkg in prometheus prometheus-alertmanager collectd-core libyajl2 libpython3.11 tmux \
+for pkg in prometheus prometheus-alertmanager collectd-core libyajl2 libpython3.11 tmux curl \
   systemd zsh fish groff-base man-db; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done

@@ -267,6 +267,11 @@ pub struct Args {
     #[arg(long = "config.file", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
 
+    /// exporter-toolkit web configuration (TLS, basic auth, response headers; see the
+    /// README); re-read on SIGHUP and POST /-/reload. Without it: plain HTTP, no auth.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Log level.
     #[arg(long = "log.level", value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -293,6 +298,12 @@ pub enum Command {
     },
     /// Print the manual page (roff, section 1) to stdout.
     Man,
+    /// Validate a web configuration file (--web.config.file) and the certificates it
+    /// names, and exit (0 when it is valid).
+    CheckWebConfig {
+        /// The YAML file to check.
+        file: PathBuf,
+    },
 }
 
 /// Everything the server needs, validated.
@@ -317,6 +328,7 @@ pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub config_file: Option<PathBuf>,
+    pub web_config_file: Option<PathBuf>,
 }
 
 impl From<Args> for Config {
@@ -346,6 +358,7 @@ impl From<Args> for Config {
             log_level: a.log_level,
             log_format: a.log_format,
             config_file: a.config_file,
+            web_config_file: a.web_config_file,
         }
     }
 }

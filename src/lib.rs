@@ -8,7 +8,9 @@
 //!
 //! `config` turns flags into a `Config`, `server` binds and runs it all,
 //! `telemetry` counts what the exporter itself does; `api` serves the
-//! SQLAlchemy snapshot as JSON, which `top` (a terminal client) reads.
+//! SQLAlchemy snapshot as JSON, which `top` (a terminal client) reads;
+//! `webconfig` adds TLS, basic auth and headers to the HTTP listeners
+//! (`--web.config.file`).
 
 pub mod api;
 #[cfg(test)]
@@ -26,3 +28,4 @@ pub mod store;
 pub mod telemetry;
 pub mod top;
 pub mod typesdb;
+pub mod webconfig;

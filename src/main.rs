@@ -7,6 +7,7 @@ use sqlalchemy_collectd_exporter::capacity::Capacity;
 use sqlalchemy_collectd_exporter::config::{Args, Command, Config, LogFormat, LogLevel};
 use sqlalchemy_collectd_exporter::manual;
 use sqlalchemy_collectd_exporter::server;
+use sqlalchemy_collectd_exporter::webconfig::WebConfig;
 use std::process::ExitCode;
 use tracing_subscriber::prelude::*;
 
@@ -59,6 +60,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::CheckWebConfig { file }) = &args.command {
+        return check_web_config(file);
+    }
     let config = Config::from(args);
     init_logging(config.log_level, config.log_format);
     match run(config) {
@@ -83,6 +87,24 @@ fn write_stdout(bytes: &[u8]) -> ExitCode {
     }
 }
 
+/// `check-web-config FILE`: the file and the certificates it names load.
+fn check_web_config(file: &std::path::Path) -> ExitCode {
+    let checked = WebConfig::load(file).and_then(|c| match &c.tls {
+        Some(tls) => tls.server_config().map(|_| c),
+        None => Ok(c),
+    });
+    match checked {
+        Ok(c) => {
+            println!("{}: valid ({})", file.display(), c.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -102,6 +124,9 @@ fn run(config: Config) -> anyhow::Result<()> {
                 }
                 if let Err(e) = shared.reload_config() {
                     tracing::error!(error = %e, "config file reload failed; keeping the previous configuration");
+                }
+                if let Err(e) = shared.reload_web_config() {
+                    tracing::error!(error = %e, "web config file reload failed; keeping the previous one");
                 }
             }
         });

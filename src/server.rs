@@ -46,6 +46,8 @@ pub struct Shared {
     capacity: RwLock<Arc<Capacity>>,
     /// Whether the last reload of the config file worked, and when one last did.
     pub reload: Mutex<ReloadStatus>,
+    /// `--web.config.file`: TLS, basic auth and headers of the HTTP listeners.
+    pub web: Option<Arc<crate::webconfig::Web>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -95,6 +97,15 @@ impl Shared {
                 status.successful = false;
                 Err(e)
             }
+        }
+    }
+
+    /// Re-reads the web config file (SIGHUP, POST /-/reload). A file that
+    /// does not load leaves the one in use unchanged.
+    pub fn reload_web_config(&self) -> Result<(), crate::webconfig::WebConfigError> {
+        match &self.web {
+            Some(web) => web.reload(),
+            None => Ok(()),
         }
     }
 
@@ -154,6 +165,9 @@ pub enum BindError {
     /// A types.db that cannot be read or parsed.
     #[error("types.db")]
     TypesDb(#[source] TypesDbError),
+    /// A web config file, or a certificate it names, that does not load.
+    #[error("web config file")]
+    WebConfig(#[source] crate::webconfig::WebConfigError),
 }
 
 /// Sockets bound and ready, not yet served.
@@ -187,6 +201,12 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
         None => Capacity::default(),
     };
     let typesdb = TypesDb::load(&config.typesdb_files).map_err(BindError::TypesDb)?;
+    let web = match &config.web_config_file {
+        Some(path) => Some(Arc::new(
+            crate::webconfig::Web::load(path).map_err(BindError::WebConfig)?,
+        )),
+        None => None,
+    };
     tracing::info!(types = typesdb.len(), "types.db loaded");
     let telemetry = Telemetry::default();
     let mut udp = Vec::new();
@@ -278,6 +298,7 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
             successful: true,
             success_unix: crate::store::Now::wall().unix,
         }),
+        web,
     });
     Ok(Bound { udp, http, shared })
 }
@@ -378,14 +399,29 @@ pub async fn run(
         }
     });
     let router = crate::exposition::router(shared.clone(), telemetry_path, push_path);
+    let router = match &shared.web {
+        Some(web) => router.layer(axum::middleware::from_fn_with_state(
+            web.clone(),
+            crate::webconfig::guard,
+        )),
+        None => router,
+    };
     for listener in bound.http {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let router = router.clone();
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(error = %e, "HTTP server stopped");
+        match shared.web.clone().filter(|web| web.tls()) {
+            Some(web) => {
+                tracing::info!(address = ?listener.local_addr().ok(), "serving HTTPS");
+                tasks.spawn(crate::webconfig::serve_tls(listener, router, web));
             }
-        });
+            None => {
+                tasks.spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).await {
+                        tracing::error!(error = %e, "HTTP server stopped");
+                    }
+                });
+            }
+        }
     }
     shutdown.await;
     tracing::info!("shutting down");

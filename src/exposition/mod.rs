@@ -118,13 +118,14 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     }
 }
 
-/// `POST /-/reload`: re-reads the config file (and the auth file); 500 with
+/// `POST /-/reload`: re-reads the config file (and the auth and web config files); 500 with
 /// the reason when one does not load (the old one stays in use).
 async fn reload(State(shared): State<Arc<Shared>>) -> Response {
     let result = shared
         .reload_config()
         .map_err(|e| e.to_string())
-        .and_then(|()| shared.reload_auth_file().map_err(|e| e.to_string()));
+        .and_then(|()| shared.reload_auth_file().map_err(|e| e.to_string()))
+        .and_then(|()| shared.reload_web_config().map_err(|e| e.to_string()));
     match result {
         Ok(()) => (StatusCode::OK, "reloaded\n").into_response(),
         Err(e) => {
