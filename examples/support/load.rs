@@ -217,14 +217,17 @@ pub fn collectd_datagrams(series: usize, time_secs: u64, interval_secs: u64) -> 
     out
 }
 
-/// One collectd-style datagram with exactly `lists` value lists (for the
-/// decode benchmark), or `None` if they do not fit in [`COLLECTD_PACKET`].
+/// One collectd-style datagram with exactly `lists` value lists of the cpu
+/// plugin (per-CPU, per-state derives, as collectd's cpu plugin sends them;
+/// for the decode benchmark), or `None` if they do not fit in
+/// [`COLLECTD_PACKET`].
 pub fn collectd_datagram_with(lists: usize) -> Option<Vec<u8>> {
     let time = CdTime(1_700_000_000 * HR_PER_SECOND);
     let interval = CdTime(10 * HR_PER_SECOND);
     let mut e = Encoder::new();
     for i in 0..lists {
-        let (id, v) = generic_series(i);
+        // Every fourth series is the cpu plugin's.
+        let (id, v) = generic_series(4 * i);
         e.collectd_value_list(&id, time, interval, &[v]);
     }
     let d = e.finish().to_vec();
