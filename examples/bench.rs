@@ -13,12 +13,29 @@
 //!   with zero kernel drops over 3 s, found by bisection;
 //! * scrape: latency and size of /metrics with 1k, 10k and 100k host/program
 //!   pairs;
-//! * memory: resident bytes per tracked process (100k processes).
+//! * scrape with 1M generic collectd series (collectd-style datagrams, ~30
+//!   value lists each), and resident bytes per generic series;
+//! * scrapes back to back while a paced load (half the zero-loss rate) runs:
+//!   kernel drops during the scrapes against drops at the same rate idle;
+//! * memory: resident bytes per tracked process (100k processes), and RSS
+//!   after process churn (10k new tokens/s for longer than the windows, short
+//!   `--stale-after`/`--forget-after`) against RSS at rest;
+//! * decode: ns per datagram for the real client's datagram and collectd's
+//!   27- and 30-value-list datagrams (the inputs of `benches/decode.rs`);
+//! * the reference pipeline: collectd 5.12 with sqlalchemy-collectd's server
+//!   plugin (python plugin) and write_prometheus, fed the same load at the real
+//!   cadence for 1k and 10k processes and a pre-filled socket; datagrams it
+//!   processes a second (sent − kernel drops), its loss, and its
+//!   write_prometheus scrape with 10k host/program pairs.
 //!
-//! Every figure is the median (min–max) of `--runs` runs. Everything runs on
-//! loopback and is bounded in time.
+//! Every figure is the median (min–max) of `--runs` runs. `--quick` uses
+//! smaller sizes and shorter phases (a smoke run, not a measurement).
+//! Everything runs on loopback and is bounded in time.
 
-use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value};
+#[path = "support/load.rs"]
+mod load;
+
+use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value, decode};
 use std::io::{BufRead, BufReader, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -309,7 +326,7 @@ fn paced(to: SocketAddr, datagrams: &[Vec<u8>], rate: u64, secs: u64) -> u64 {
 }
 
 /// Highest rate with zero kernel drops, exporter on CPU 0, loader on CPU 1.
-fn sustained(datagrams: &[Vec<u8>]) -> f64 {
+fn sustained(datagrams: &[Vec<u8>], step: u64) -> f64 {
     let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &{
         let mut set = nix::sched::CpuSet::new();
         let _ = set.set(1);
@@ -319,7 +336,7 @@ fn sustained(datagrams: &[Vec<u8>]) -> f64 {
     // Warm up: create every process once.
     send_all(e.udp, &datagrams[..datagrams.len().min(20_000)]);
     let (mut lo, mut hi) = (50_000u64, 1_000_000u64);
-    while hi - lo > 20_000 {
+    while hi - lo > step {
         let rate = (lo + hi) / 2;
         let before = metric(
             &get(e.http),
@@ -362,12 +379,11 @@ fn scrape(count: usize) -> (f64, f64) {
 }
 
 /// Resident bytes per tracked process, 100k processes.
-fn memory() -> f64 {
+fn memory(n: usize) -> f64 {
     let e = exporter(None, &["--collectd.udp-buffer", &BIG_BUFFER.to_string()]);
     let pid = e.child.id();
     std::thread::sleep(Duration::from_millis(200));
     let before = rss_bytes(pid);
-    let n = 100_000;
     send_all(e.udp, &datagrams(n, 1));
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric(
@@ -382,6 +398,9 @@ fn memory() -> f64 {
 }
 
 fn median(v: &mut [f64]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
@@ -392,20 +411,417 @@ fn row(name: &str, unit: &str, mut v: Vec<f64>, ceiling: Option<f64>) {
     println!("| {name} | {m:.0} ({lo:.0}–{hi:.0}) {unit} | {ratio} |");
 }
 
+/// Polls the exporter until the sum of `name` reaches `want` (at most
+/// `timeout`); returns the last value.
+fn wait_metric(http: SocketAddr, name: &str, want: f64, timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = metric(&get(http), name);
+        if v >= want || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// With `series` generic collectd value lists (collectd's layout, ~30 per
+/// datagram): (scrape ms, scrape bytes, RSS bytes per series).
+fn generic(series: usize) -> (f64, f64, f64) {
+    let e = exporter(
+        None,
+        &[
+            "--collectd.udp-buffer",
+            &BIG_BUFFER.to_string(),
+            "--limits.max-series",
+            &(2 * series).to_string(),
+        ],
+    );
+    let pid = e.child.id();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_bytes(pid);
+    // Interval 60 s: the series stay live (3 intervals) for the whole measurement.
+    let datagrams = load::collectd_datagrams(series, unix_secs(), 60);
+    send_all(e.udp, &datagrams);
+    wait_metric(
+        e.http,
+        "sqlalchemy_collectd_exporter_generic_value_lists ",
+        series as f64,
+        Duration::from_secs(120),
+    );
+    let per_series = (rss_bytes(pid) - before) / series as f64;
+    let mut times = Vec::new();
+    let mut bytes = 0.0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        bytes = get(e.http).len() as f64;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    (median(&mut times).0, bytes, per_series)
+}
+
+/// What [`scrapes_under_load`] saw.
+struct UnderLoad {
+    drops_idle: f64,
+    drops_scraping: f64,
+    scrapes: usize,
+    scrape_ms_max: f64,
+    sent_per_sec: f64,
+}
+
+/// `rate` datagrams/s for `secs` twice (exporter on CPU 0, loader and
+/// scraper on CPU 1) with `pairs_n` host/program pairs present: first idle,
+/// then while a client scrapes /metrics back to back.
+fn scrapes_under_load(datagrams: &[Vec<u8>], rate: u64, pairs_n: usize, secs: u64) -> UnderLoad {
+    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &{
+        let mut set = nix::sched::CpuSet::new();
+        let _ = set.set(1);
+        set
+    });
+    let e = exporter(Some(0), &["--collectd.udp-buffer", "8388608"]);
+    send_all(e.udp, &pairs(pairs_n));
+    wait_metric(
+        e.http,
+        "sqlalchemy_collectd_exporter_programs ",
+        pairs_n as f64,
+        Duration::from_secs(60),
+    );
+    send_all(e.udp, &datagrams[..datagrams.len().min(20_000)]);
+    std::thread::sleep(Duration::from_millis(300));
+    let drops = || {
+        metric(
+            &get(e.http),
+            "sqlalchemy_collectd_exporter_kernel_receive_drops_total",
+        )
+    };
+    let d0 = drops();
+    paced(e.udp, datagrams, rate, secs);
+    std::thread::sleep(Duration::from_millis(300));
+    let d1 = drops();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let (stop, http) = (stop.clone(), e.http);
+        std::thread::spawn(move || {
+            let mut times = Vec::new();
+            // Bounded by the flag and by time.
+            let deadline = Instant::now() + Duration::from_secs(secs + 30);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let t = Instant::now();
+                get(http);
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            times
+        })
+    };
+    let sent = paced(e.udp, datagrams, rate, secs);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let times = scraper.join().expect("scraper thread");
+    std::thread::sleep(Duration::from_millis(300));
+    let d2 = drops();
+    UnderLoad {
+        drops_idle: d1 - d0,
+        drops_scraping: d2 - d1,
+        scrapes: times.len(),
+        scrape_ms_max: times.iter().copied().fold(0.0, f64::max),
+        sent_per_sec: sent as f64 / secs as f64,
+    }
+}
+
+/// RSS (bytes) and tracked processes at rest (30k processes at the real
+/// cadence, no churn) and after 10k new processes a second replaced old ones
+/// for longer than the windows (`stale`, `forget` seconds).
+fn churn_memory(stale: u64, forget: u64, extra: f64) -> ((f64, f64), (f64, f64)) {
+    let e = exporter(
+        None,
+        &[
+            "--collectd.udp-buffer",
+            "67108864",
+            "--stale-after",
+            &format!("{stale}s"),
+            "--forget-after",
+            &format!("{forget}s"),
+        ],
+    );
+    let pid = e.child.id();
+    let mut fleet = load::Fleet::new(10, 10, 300);
+    let tracked = || {
+        metric(
+            &get(e.http),
+            "sqlalchemy_collectd_exporter_processes_tracked",
+        )
+    };
+    load::churn(e.udp, &mut fleet, 0, 6.0, u64::MAX, |_| {});
+    let rest = (rss_bytes(pid), tracked());
+    let churn = 10_000;
+    let lifetime = fleet.slots() as f64 / churn as f64;
+    let secs = lifetime + (stale + forget) as f64 + 1.0 + extra;
+    load::churn(e.udp, &mut fleet, churn, secs, u64::MAX, |_| {});
+    ((rest.0, rest.1), (rss_bytes(pid), tracked()))
+}
+
+/// The decode inputs of `benches/decode.rs`: (name, datagram, value lists).
+fn decode_inputs() -> Vec<(&'static str, bytes::Bytes, usize)> {
+    let read = |p: &str| {
+        let path = format!("tests/testdata/{p}");
+        bytes::Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+    };
+    let thirty = load::collectd_datagram_with(30).expect("30 value lists fit in 1452 bytes");
+    vec![
+        (
+            "the real client's datagram",
+            read("01_sqla_idle/000.bin"),
+            1,
+        ),
+        (
+            "collectd's datagram (capture, 27 value lists)",
+            read("07_collectd_plain/000.bin"),
+            27,
+        ),
+        (
+            "collectd-style datagram, 30 value lists",
+            bytes::Bytes::from(thirty),
+            30,
+        ),
+    ]
+}
+
+/// ns per `decode` of `datagram`, a timed loop of `iterations`.
+fn decode_ns(datagram: &bytes::Bytes, lists: usize, iterations: u32) -> f64 {
+    let n = decode(datagram).map_or(0, |p| p.value_lists.len());
+    assert_eq!(n, lists, "decode of a bench input");
+    let start = Instant::now();
+    for _ in 0..iterations {
+        let p = decode(std::hint::black_box(datagram));
+        std::hint::black_box(p.map(|p| p.value_lists.len()).unwrap_or(0));
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(iterations)
+}
+
+/// The reference pipeline: collectd 5.12 running sqlalchemy-collectd's
+/// server plugin (python plugin) and write_prometheus, in a scratch
+/// directory; killed and reaped on drop.
+struct Reference {
+    child: Child,
+    dir: std::path::PathBuf,
+    /// UDP port the server plugin listens on.
+    udp: u16,
+    /// write_prometheus's HTTP port.
+    http: u16,
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const COLLECTD: &str = "/usr/sbin/collectd";
+
+/// Why the reference pipeline cannot run here, if it cannot: collectd, its
+/// python and write_prometheus plugins' libraries, the server plugin.
+fn reference_missing() -> Option<String> {
+    if !std::path::Path::new(COLLECTD).exists() {
+        return Some(format!("{COLLECTD} missing (Debian collectd-core)"));
+    }
+    for plugin in ["python", "write_prometheus"] {
+        let so = format!("/usr/lib/collectd/{plugin}.so");
+        let out = Command::new("ldd").arg(&so).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || text.contains("not found") {
+            return Some(format!(
+                "{so} cannot be loaded (libpython3.11, libmicrohttpd12, libprotobuf-c1): {}",
+                text.lines()
+                    .filter(|l| l.contains("not found"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+    }
+    if site_packages().is_none() {
+        return Some(".venv has no sqlalchemy_collectd (run scripts/test.sh)".into());
+    }
+    None
+}
+
+/// The site-packages of .venv holding sqlalchemy_collectd.
+fn site_packages() -> Option<std::path::PathBuf> {
+    let out = Command::new(".venv/bin/python")
+        .args([
+            "-c",
+            "import os, sqlalchemy_collectd as m; \
+             print(os.path.dirname(os.path.dirname(os.path.abspath(m.__file__))))",
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().into())
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn reference() -> Result<Reference, String> {
+    let site = site_packages().ok_or("no sqlalchemy_collectd in .venv")?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("sce-bench-reference-{nanos}"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (udp, http) = (free_port(), free_port());
+    let d = dir.display();
+    // Interval 2: the client's cadence; the server plugin sums and
+    // dispatches per host/program on every read.
+    let conf = format!(
+        "Hostname \"reference\"\nFQDNLookup false\nBaseDir \"{d}\"\nPIDFile \"{d}/collectd.pid\"\n\
+         PluginDir \"/usr/lib/collectd\"\nTypesDB \"/usr/share/collectd/types.db\"\nInterval 2\n\
+         LoadPlugin logfile\n<Plugin logfile>\n  LogLevel info\n  File \"{d}/collectd.log\"\n</Plugin>\n\
+         LoadPlugin python\n<Plugin python>\n  ModulePath \"{}\"\n  LogTraces true\n\
+         \x20 Import \"sqlalchemy_collectd.server.plugin\"\n  <Module \"sqlalchemy_collectd.server.plugin\">\n\
+         \x20   listen \"127.0.0.1\" {udp}\n    loglevel \"info\"\n  </Module>\n</Plugin>\n\
+         LoadPlugin write_prometheus\n<Plugin write_prometheus>\n  Host \"127.0.0.1\"\n  Port \"{http}\"\n</Plugin>\n",
+        site.display()
+    );
+    let conf_path = dir.join("collectd.conf");
+    std::fs::write(&conf_path, conf).map_err(|e| format!("{e}"))?;
+    let child = Command::new(COLLECTD)
+        .arg("-f")
+        .arg("-C")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{COLLECTD}: {e}"))?;
+    let mut r = Reference {
+        child,
+        dir,
+        udp,
+        http,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(r.dir.join("collectd.log")).unwrap_or_default();
+        if log.contains("Initialization complete") {
+            return Ok(r);
+        }
+        if let Ok(Some(status)) = r.child.try_wait() {
+            return Err(format!("collectd exited ({status}):\n{log}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("collectd did not start in 30 s:\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kernel drops of the UDP socket bound to 127.0.0.1:`port` (/proc/net/udp,
+/// last column).
+fn udp_drops(port: u16) -> f64 {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .last()
+                .and_then(|d| d.parse::<f64>().ok())
+        })
+        .sum()
+}
+
+/// The reference fed `fleet` at the real cadence for `secs`:
+/// (datagrams sent a second, processed a second = sent − kernel drops).
+fn reference_cadence(r: &Reference, fleet: &mut load::Fleet, secs: f64) -> (f64, f64) {
+    let to: SocketAddr = ([127, 0, 0, 1], r.udp).into();
+    let d0 = udp_drops(r.udp);
+    let rep = load::churn(to, fleet, 0, secs, u64::MAX, |_| {});
+    std::thread::sleep(Duration::from_millis(500));
+    let drops = udp_drops(r.udp) - d0;
+    (
+        rep.sent as f64 / rep.seconds,
+        (rep.sent as f64 - drops) / rep.seconds,
+    )
+}
+
+/// The reference offered `datagrams` as fast as one sender can for `secs`:
+/// (offered a second, processed a second).
+fn reference_saturated(r: &Reference, datagrams: &[Vec<u8>], secs: u64) -> (f64, f64) {
+    let to: SocketAddr = ([127, 0, 0, 1], r.udp).into();
+    let d0 = udp_drops(r.udp);
+    let mut ds = datagrams.to_vec();
+    let start = Instant::now();
+    let (sent, _) = load::paced(to, &mut ds, 0, secs as f64, u64::MAX, |_, _| {});
+    let t = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    let drops = udp_drops(r.udp) - d0;
+    (sent as f64 / t, (sent as f64 - drops) / t)
+}
+
+/// write_prometheus's /metrics: (ms, bytes, samples) or why it failed.
+fn reference_scrape(r: &Reference) -> Result<(f64, f64, usize), String> {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", r.http)).map_err(|e| format!("{e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| format!("{e}"))?;
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .map_err(|e| format!("{e}"))?;
+    let mut body = Vec::new();
+    c.read_to_end(&mut body).map_err(|e| format!("{e}"))?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    let text = String::from_utf8_lossy(&body);
+    if !text.starts_with("HTTP/1.") || !text.contains(" 200 ") {
+        return Err(text.lines().next().unwrap_or("no response").to_owned());
+    }
+    let samples = text.lines().filter(|l| l.starts_with("collectd_")).count();
+    Ok((ms, body.len() as f64, samples))
+}
+
+fn row3(name: &str, v: &mut [f64], precision: usize, unit: &str, note: &str) {
+    let (m, lo, hi) = median(v);
+    println!("| {name} | {m:.precision$} ({lo:.precision$}–{hi:.precision$}) {unit} | {note} |");
+}
+
 fn main() {
-    let runs: usize = std::env::args()
-        .skip_while(|a| a != "--runs")
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let runs: usize = args
+        .iter()
+        .skip_while(|a| *a != "--runs")
         .nth(1)
         .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(if quick { 1 } else { 3 })
+        .max(1);
     if !std::path::Path::new(BIN).exists() {
         eprintln!("error: {BIN} missing; run cargo build --release first");
         std::process::exit(2);
     }
-    let n: usize = 400_000;
-    let workloads: Vec<(usize, Vec<Vec<u8>>)> = [1_000usize, 10_000, 100_000]
-        .into_iter()
-        .map(|p| {
+    // (datagrams per drain, process counts, pair counts, generic series,
+    // processes for RSS, phase seconds, bisection step)
+    let n: usize = if quick { 100_000 } else { 400_000 };
+    let sizes: &[usize] = if quick {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
+    let series = if quick { 100_000 } else { 1_000_000 };
+    let secs = if quick { 2 } else { 3 };
+    let workloads: Vec<(usize, Vec<Vec<u8>>)> = sizes
+        .iter()
+        .map(|&p| {
             let per_cycle = 2 * p;
             let cycles = n.div_ceil(per_cycle).max(1);
             let mut d = datagrams(p, cycles);
@@ -413,12 +829,13 @@ fn main() {
             (p, d)
         })
         .collect();
+    let ten_k = &workloads[1].1;
 
-    println!("| figure | median (min–max) | of ceiling |");
+    println!("| figure | median (min–max) | of ceiling / note |");
     println!("|---|---|---|");
     let mut ceilings = Vec::new();
     for _ in 0..runs {
-        ceilings.push(ceiling(&workloads[1].1));
+        ceilings.push(ceiling(ten_k));
     }
     let c = median(&mut ceilings.clone()).0;
     row(
@@ -427,6 +844,7 @@ fn main() {
         ceilings,
         None,
     );
+    let mut drain_10k = f64::NAN;
     for (p, d) in &workloads {
         let (mut rates, mut cpus) = (Vec::new(), Vec::new());
         for _ in 0..runs {
@@ -434,47 +852,244 @@ fn main() {
             rates.push(r);
             cpus.push(cpu);
         }
+        if *p == 10_000 {
+            drain_10k = median(&mut rates.clone()).0;
+        }
         row(
             &format!("exporter drain, {p} processes"),
             "datagrams/s",
             rates,
             Some(c),
         );
-        let (m, lo, hi) = median(&mut cpus);
-        println!("| CPU per million datagrams, {p} processes | {m:.2} ({lo:.2}–{hi:.2}) s | |");
+        row3(
+            &format!("CPU per million datagrams, {p} processes"),
+            &mut cpus,
+            2,
+            "s",
+            "",
+        );
     }
     let mut rates = Vec::new();
     for _ in 0..runs {
-        rates.push(sustained(&workloads[1].1));
+        rates.push(sustained(ten_k, if quick { 100_000 } else { 20_000 }));
     }
+    let sustained_10k = median(&mut rates.clone()).0;
     row(
         "zero-loss sustained rate, 10k processes (exporter one core, loader the other)",
         "datagrams/s",
         rates,
         Some(c),
     );
-    for count in [1_000usize, 10_000, 100_000] {
+
+    for &count in sizes {
         let (mut ms, mut bytes) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let (t, b) = scrape(count);
             ms.push(t);
             bytes.push(b);
         }
-        let (m, lo, hi) = median(&mut ms);
         let (b, _, _) = median(&mut bytes);
-        println!(
-            "| scrape, {count} host/program pairs | {m:.1} ({lo:.1}–{hi:.1}) ms, {:.0} KiB | |",
-            b / 1024.0
+        row3(
+            &format!("scrape, {count} host/program pairs"),
+            &mut ms,
+            1,
+            "ms",
+            &format!("{:.0} KiB", b / 1024.0),
         );
     }
-    let mut per = Vec::new();
+    let (mut ms, mut bytes, mut per) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        per.push(memory());
+        let (t, b, r) = generic(series);
+        ms.push(t);
+        bytes.push(b);
+        per.push(r);
+    }
+    let (b, _, _) = median(&mut bytes);
+    row3(
+        &format!("scrape, {series} generic collectd series"),
+        &mut ms,
+        1,
+        "ms",
+        &format!("{:.1} MiB", b / 1048576.0),
+    );
+    row3(
+        &format!("RSS per generic series ({series} series)"),
+        &mut per,
+        0,
+        "bytes",
+        "",
+    );
+
+    // Half the zero-loss rate: a load the exporter holds idle with margin.
+    let rate = ((sustained_10k / 2.0) as u64).max(10_000);
+    let (mut idle, mut busy, mut count, mut worst) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let u = scrapes_under_load(ten_k, rate, 10_000, secs * 2);
+        idle.push(u.drops_idle);
+        busy.push(u.drops_scraping);
+        count.push(u.scrapes as f64);
+        worst.push(u.scrape_ms_max);
+        if u.sent_per_sec < rate as f64 * 0.95 {
+            eprintln!(
+                "warning: the loader sent {:.0}/s of {rate}/s",
+                u.sent_per_sec
+            );
+        }
+    }
+    let (sc, _, _) = median(&mut count);
+    let (w, _, _) = median(&mut worst);
+    row3(
+        &format!("kernel drops at {rate} datagrams/s, idle ({}s)", secs * 2),
+        &mut idle,
+        0,
+        "datagrams",
+        "",
+    );
+    row3(
+        &format!(
+            "kernel drops at {rate} datagrams/s while /metrics (10k pairs) is scraped back to back"
+        ),
+        &mut busy,
+        0,
+        "datagrams",
+        &format!("{sc:.0} scrapes, slowest {w:.0} ms"),
+    );
+
+    let mut per = Vec::new();
+    let mem_n = if quick { 20_000 } else { 100_000 };
+    for _ in 0..runs {
+        per.push(memory(mem_n));
     }
     row(
-        "RSS per tracked process (100k processes)",
+        &format!("RSS per tracked process ({mem_n} processes)"),
         "bytes",
         per,
         None,
+    );
+    let (stale, forget, extra) = if quick { (2, 5, 3.0) } else { (5, 20, 15.0) };
+    let (mut rest, mut after, mut ratio, mut tracked) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let ((r, _), (a, t)) = churn_memory(stale, forget, extra);
+        rest.push(r / 1048576.0);
+        after.push(a / 1048576.0);
+        ratio.push(a / r);
+        tracked.push(t);
+    }
+    row3(
+        "RSS at rest, 30k processes at the real cadence",
+        &mut rest,
+        1,
+        "MiB",
+        "",
+    );
+    let (t, _, _) = median(&mut tracked);
+    row3(
+        &format!("RSS after churn: 10k new processes/s for > {stale}s stale + {forget}s forget"),
+        &mut after,
+        1,
+        "MiB",
+        &format!("{t:.0} processes tracked"),
+    );
+    row3("RSS after churn / at rest", &mut ratio, 2, "×", "");
+
+    let iterations = if quick { 50_000 } else { 500_000 };
+    for (name, d, lists) in decode_inputs() {
+        let mut ns: Vec<f64> = (0..runs.max(3))
+            .map(|_| decode_ns(&d, lists, iterations))
+            .collect();
+        row3(
+            &format!("decode, {name} ({} bytes)", d.len()),
+            &mut ns,
+            0,
+            "ns/datagram",
+            &format!("{lists} value lists"),
+        );
+    }
+
+    reference_rows(runs, quick, sustained_10k, drain_10k, ten_k);
+}
+
+/// The reference pipeline's rows, or one row saying why it could not run.
+fn reference_rows(runs: usize, quick: bool, sustained_10k: f64, drain_10k: f64, ten_k: &[Vec<u8>]) {
+    if let Some(why) = reference_missing() {
+        println!("| reference pipeline | not run | {why} |");
+        return;
+    }
+    let secs = if quick { 4.0 } else { 10.0 };
+    // 1k and 10k processes at the real cadence; 10k also means 10k
+    // host/program pairs for the write_prometheus scrape.
+    for (processes, hosts, programs, per_pair) in [(1_000, 10, 10, 10), (10_000, 100, 100, 1)] {
+        let (mut processed, mut loss, mut scrape_ms) = (vec![], vec![], vec![]);
+        let mut scrape_note = String::new();
+        for _ in 0..runs {
+            let r = match reference() {
+                Ok(r) => r,
+                Err(e) => {
+                    println!(
+                        "| reference pipeline | failed to start | {} |",
+                        e.replace('\n', " ")
+                    );
+                    return;
+                }
+            };
+            let mut fleet = load::Fleet::new(hosts, programs, per_pair);
+            let (sent, done) = reference_cadence(&r, &mut fleet, secs);
+            processed.push(done);
+            loss.push(100.0 * (sent - done) / sent);
+            if processes == 10_000 {
+                match reference_scrape(&r) {
+                    Ok((ms, bytes, samples)) => {
+                        scrape_ms.push(ms);
+                        scrape_note = format!("{:.0} KiB, {samples} samples", bytes / 1024.0);
+                    }
+                    Err(e) => scrape_note = format!("failed: {e}"),
+                }
+            }
+        }
+        let (m, _, _) = median(&mut processed.clone());
+        row3(
+            &format!(
+                "reference: processed at the real cadence, {processes} processes ({processes} datagrams/s sent)"
+            ),
+            &mut processed,
+            0,
+            "datagrams/s",
+            &format!("exporter zero-loss rate / this: {:.0}×", sustained_10k / m),
+        );
+        row3(
+            &format!("reference: loss at the real cadence, {processes} processes"),
+            &mut loss,
+            1,
+            "%",
+            "",
+        );
+        if processes == 10_000 {
+            if scrape_ms.is_empty() {
+                println!(
+                    "| reference: write_prometheus scrape, 10k host/program pairs | failed | {scrape_note} |"
+                );
+            } else {
+                row3(
+                    "reference: write_prometheus scrape, 10k host/program pairs",
+                    &mut scrape_ms,
+                    1,
+                    "ms",
+                    &scrape_note,
+                );
+            }
+        }
+    }
+    let mut processed = Vec::new();
+    for _ in 0..runs {
+        let Ok(r) = reference() else { continue };
+        processed.push(reference_saturated(&r, ten_k, secs as u64 / 2).1);
+    }
+    let (m, _, _) = median(&mut processed.clone());
+    row3(
+        "reference: processed when offered as fast as one sender can (10k processes)",
+        &mut processed,
+        0,
+        "datagrams/s",
+        &format!("exporter drain / this: {:.0}×", drain_10k / m),
     );
 }

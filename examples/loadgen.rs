@@ -1,15 +1,35 @@
-//! A load generator: H hosts × P programs × N processes of the real
-//! sqlalchemy-collectd client, sending byte-identical datagrams (a
-//! `sqlalchemy_pool` and a `sqlalchemy_totals` per process per cycle) to an
-//! exporter on loopback, bounded in time and count.
+//! A load generator on loopback, bounded in time (at most 600 s) and count.
 //!
-//!     cargo run --release --example loadgen -- --processes 1000 --rate 50000 --seconds 10
+//! * default: H hosts × P programs × N processes of the real
+//!   sqlalchemy-collectd client, byte-identical datagrams (a `sqlalchemy_pool`
+//!   and a `sqlalchemy_totals` per process per cycle) at `--rate` datagrams/s
+//!   (0: as fast as it can), cycling through the processes;
+//! * `--churn N`: N processes a second are replaced by new ones (a new
+//!   `<pid>:<6 hex>` token; the old process simply stops sending);
+//! * `--cadence`: the real client's cadence instead of `--rate`: every
+//!   process sends its pair every 2 s (so H × P × N datagrams/s);
+//! * `--soak`: `--cadence --churn 10000` with 10 × 10 × 300 processes (each
+//!   lives 3 s) for 120 s unless given otherwise;
+//! * `--collectd`: collectd-style datagrams (TIME_HR, only changed parts,
+//!   about 30 value lists each, up to collectd's 1452-byte packet) of
+//!   `--series` distinct generic value lists (cpu, memory, df, irq).
 //!
-//! Prints what it sent. `--rate 0` sends as fast as it can.
+//! Examples:
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --processes 1000 --rate 50000 --seconds 10
+//! cargo run --release --example loadgen -- --soak --seconds 60
+//! cargo run --release --example loadgen -- --collectd --series 1000000 --rate 20000
+//! ```
+//!
+//! Prints what it sent.
 
-use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value};
-use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+#[path = "support/load.rs"]
+mod load;
+
+use load::Fleet;
+use std::net::SocketAddr;
+use std::time::Instant;
 
 struct Args {
     target: SocketAddr,
@@ -19,7 +39,17 @@ struct Args {
     rate: u64,
     seconds: u64,
     max: u64,
+    churn: u64,
+    cadence: bool,
+    collectd: bool,
+    series: usize,
 }
+
+const USAGE: &str = "loadgen [--target 127.0.0.1:25827] [--hosts 10] [--programs 10] [--processes 10] \
+[--rate 0 (datagrams/s; 0 = as fast as possible)] [--seconds 10 (at most 600)] [--max 10000000] \
+[--churn 0 (processes replaced per second)] [--cadence (every process sends every 2 s)] \
+[--soak (= --cadence --churn 10000 --processes 300 --seconds 120)] \
+[--collectd --series 100000 (generic value lists, ~30 per datagram)]";
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
@@ -30,15 +60,37 @@ fn parse() -> Result<Args, String> {
         rate: 0,
         seconds: 10,
         max: 10_000_000,
+        churn: 0,
+        cadence: false,
+        collectd: false,
+        series: 100_000,
     };
-    let mut it = std::env::args().skip(1);
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    // --soak sets defaults that later flags override.
+    if argv.iter().any(|f| f == "--soak") {
+        a.cadence = true;
+        a.churn = 10_000;
+        a.processes = 300;
+        a.seconds = 120;
+        a.max = 100_000_000;
+    }
+    let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            println!(
-                "loadgen [--target 127.0.0.1:25827] [--hosts 10] [--programs 10] [--processes 10] \
-                 [--rate 0 (as fast as possible)] [--seconds 10 (at most 600)] [--max 10000000]"
-            );
-            std::process::exit(0);
+        match flag.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--soak" => continue,
+            "--cadence" => {
+                a.cadence = true;
+                continue;
+            }
+            "--collectd" => {
+                a.collectd = true;
+                continue;
+            }
+            _ => {}
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let n = || {
@@ -54,11 +106,16 @@ fn parse() -> Result<Args, String> {
             "--rate" => a.rate = n()?,
             "--seconds" => a.seconds = n()?.min(600),
             "--max" => a.max = n()?,
-            other => return Err(format!("unknown flag {other}")),
+            "--churn" => a.churn = n()?,
+            "--series" => a.series = n()? as usize,
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
     if !a.target.ip().is_loopback() {
         return Err(format!("{} is not a loopback address", a.target));
+    }
+    if a.hosts * a.programs * a.processes == 0 {
+        return Err("--hosts, --programs and --processes must be at least 1".into());
     }
     Ok(a)
 }
@@ -71,73 +128,103 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // Every process's two datagrams, built once; the time part is patched per cycle.
-    let mut datagrams = Vec::new();
-    for h in 0..a.hosts {
-        for p in 0..a.programs {
-            for n in 0..a.processes {
-                let id = |type_: &str| Identity {
-                    host: format!("host{h}").as_str().into(),
-                    plugin: "sqlalchemy".into(),
-                    plugin_instance: format!("program{p}").as_str().into(),
-                    type_: type_.into(),
-                    type_instance: format!(
-                        "{}:{:06x}",
-                        10_000 + n,
-                        (h * 7919 + p * 104_729 + n) % 0xff_ffff
-                    )
-                    .as_str()
-                    .into(),
-                };
-                let pool = [1.0, 2.0, 3.0, 0.0, 5.0].map(Value::Gauge);
-                let totals = [100, 0, 5, 0].map(Value::Derive);
-                datagrams.push(
-                    Encoder::new()
-                        .client_value_list(&id("sqlalchemy_pool"), 0, 2, &pool)
-                        .finish()
-                        .to_vec(),
-                );
-                datagrams.push(
-                    Encoder::new()
-                        .client_value_list(&id("sqlalchemy_totals"), 0, 2, &totals)
-                        .finish()
-                        .to_vec(),
-                );
-            }
-        }
-    }
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a loopback socket");
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(a.seconds);
-    let mut sent = 0u64;
-    let mut failed = 0u64;
-    let mut cycle = 0u64;
-    'outer: loop {
-        cycle += 1;
-        // TIME sits at byte 4 + host part; the client layout puts it right after HOST.
-        for d in &mut datagrams {
-            let host_len = u16::from_be_bytes([d[2], d[3]]) as usize;
-            d[host_len + 4..host_len + 12].copy_from_slice(&(1_000_000 + cycle * 2).to_be_bytes());
-            if sent >= a.max || Instant::now() >= deadline {
-                break 'outer;
-            }
-            if a.rate > 0 {
-                let due = start + Duration::from_secs_f64(sent as f64 / a.rate as f64);
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
+    if a.collectd {
+        let mut datagrams = load::collectd_datagrams(a.series, 1_700_000_000, 10);
+        let lists = a.series as f64 / datagrams.len().max(1) as f64;
+        let (sent, failed) = load::paced(
+            a.target,
+            &mut datagrams,
+            a.rate,
+            a.seconds as f64,
+            a.max,
+            |cycle, ds| {
+                // TIME_HR must grow per cycle or the exporter refuses the
+                // repeats as old; collectd's layout has it after HOST.
+                for d in ds {
+                    patch_time_hr(d, (1_700_000_000 + 10 * cycle) << 30);
                 }
-            }
-            match socket.send_to(d, a.target) {
-                Ok(_) => sent += 1,
-                Err(_) => failed += 1,
-            }
+            },
+        );
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "sent {sent} collectd datagrams ({} series, {lists:.1} value lists a datagram) in {secs:.2} s = {:.0}/s; {failed} send errors",
+            a.series,
+            sent as f64 / secs
+        );
+        return;
+    }
+    let mut fleet = Fleet::new(a.hosts, a.programs, a.processes);
+    if a.cadence {
+        let r = load::churn(
+            a.target,
+            &mut fleet,
+            a.churn,
+            a.seconds as f64,
+            a.max,
+            |_| {},
+        );
+        println!(
+            "sent {} datagrams ({} process slots at the 2 s cadence, {} processes replaced, {} tokens sent) in {:.2} s = {:.0}/s; {} send errors",
+            r.sent,
+            fleet.slots(),
+            r.replaced,
+            r.tokens,
+            r.seconds,
+            r.sent as f64 / r.seconds,
+            r.failed
+        );
+        return;
+    }
+    // --rate mode: cycle through every slot's pair; churn replaces slots
+    // round-robin at the same time.
+    let slots = fleet.slots() as u64;
+    let mut replaced = 0u64;
+    let mut sender = load::Sender::new(a.target);
+    let deadline = std::time::Duration::from_secs(a.seconds);
+    let mut next = 0u64;
+    while start.elapsed() < deadline && sender.sent + sender.failed < a.max {
+        let t = start.elapsed().as_secs_f64();
+        while replaced < (t * a.churn as f64) as u64 {
+            fleet.replace((replaced % slots) as usize);
+            replaced += 1;
         }
+        let done = sender.sent + sender.failed;
+        let due = if a.rate == 0 {
+            done + 64
+        } else {
+            ((t * a.rate as f64) as u64).min(a.max)
+        };
+        if due <= done {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            continue;
+        }
+        let mut batch = Vec::with_capacity(64);
+        while batch.len() < (due - done).min(64) as usize {
+            let slot = (next / 2 % slots) as usize;
+            let cycle = next / (2 * slots);
+            if next.is_multiple_of(2) {
+                fleet.set_time(slot, 1_000_000 + 2 * cycle);
+            }
+            batch.push(fleet.datagrams(slot)[(next % 2) as usize].to_vec());
+            next += 1;
+        }
+        sender.send(&batch);
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "sent {sent} datagrams ({} processes, {cycle} cycles) in {secs:.2} s = {:.0}/s; {failed} send errors",
-        a.hosts * a.programs * a.processes,
-        sent as f64 / secs
+        "sent {} datagrams ({} processes, {} cycles, {replaced} processes replaced) in {secs:.2} s = {:.0}/s; {} send errors",
+        sender.sent,
+        slots,
+        next / (2 * slots),
+        sender.sent as f64 / secs,
+        sender.failed
     );
+}
+
+/// Sets the first TIME_HR part of a collectd-layout datagram (it follows
+/// HOST).
+fn patch_time_hr(d: &mut [u8], hr: u64) {
+    let host_len = u16::from_be_bytes([d[2], d[3]]) as usize;
+    d[host_len + 4..host_len + 12].copy_from_slice(&hr.to_be_bytes());
 }

@@ -16,13 +16,15 @@ apt_install() {
 
 missing=()
 # prometheus: prometheus and promtool; collectd-core: the daemon, whose write_http
-# and python plugins need libyajl2 and libpython3.11 (only suggested by it);
+# and python plugins need libyajl2 and libpython3.11, and whose write_prometheus
+# plugin (the benchmark's reference pipeline) needs libmicrohttpd12 and
+# libprotobuf-c1 (all only suggested by it);
 # tmux: tests/top.rs drives the terminal UI in it; curl is the HTTPS client of
 # tests/web_config.rs;
 # systemd (systemd-analyze), zsh, fish, groff-base, man-db: tests/packaging.rs checks the
 # systemd unit, the completion scripts and the manual page with them.
-for pkg in prometheus prometheus-alertmanager collectd-core libyajl2 libpython3.11 tmux curl \
-  systemd zsh fish groff-base man-db; do
+for pkg in prometheus prometheus-alertmanager collectd-core libyajl2 libpython3.11 \
+  libmicrohttpd12 libprotobuf-c1 tmux curl systemd zsh fish groff-base man-db; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)

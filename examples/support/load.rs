@@ -1,0 +1,430 @@
+//! Load shared by the load generator, the benchmark and the soak test: a
+//! fleet of real-client processes whose tokens can be replaced (churn),
+//! collectd-style datagrams carrying many value lists (generic series), and
+//! a sender that writes up to 64 datagrams per `sendmmsg` call, paced and
+//! bounded in time and count. Loopback only.
+//!
+//! Each user includes it with `#[path = ".../support/load.rs"] mod load;`,
+//! so nothing here is part of the exporter's library.
+
+#![allow(dead_code)]
+
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrIn, sendmmsg};
+use sqlalchemy_collectd_exporter::collectd::{CdTime, Encoder, HR_PER_SECOND, Identity, Value};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// The real client's report interval: each process sends its two datagrams
+/// every 2 s.
+pub const CADENCE: Duration = Duration::from_secs(2);
+
+/// collectd's network plugin fills datagrams up to this many bytes (its
+/// default `MaxPacketSize`).
+pub const COLLECTD_PACKET: usize = 1452;
+
+/// Token ids are written as 6 hex digits, so this many distinct tokens exist.
+const TOKEN_SPACE: u64 = 0xff_ffff;
+
+/// H hosts × P programs × N process slots of the real client. Every slot
+/// holds one process token (`<pid>:<6 hex>`, as the client makes them) and
+/// that process's two datagrams (`sqlalchemy_pool`, `sqlalchemy_totals`).
+/// [`Fleet::replace`] gives a slot a new token: the old process simply
+/// stops sending, as a real one that exits does.
+pub struct Fleet {
+    hosts: usize,
+    programs: usize,
+    per_pair: usize,
+    /// Token id of each slot.
+    ids: Vec<u64>,
+    next_id: u64,
+    /// Two datagrams per slot, TIME patched by [`Fleet::set_time`].
+    datagrams: Vec<Vec<u8>>,
+}
+
+impl Fleet {
+    pub fn new(hosts: usize, programs: usize, per_pair: usize) -> Fleet {
+        let slots = hosts * programs * per_pair;
+        let mut f = Fleet {
+            hosts,
+            programs,
+            per_pair,
+            ids: (0..slots as u64).collect(),
+            next_id: slots as u64,
+            datagrams: vec![Vec::new(); 2 * slots],
+        };
+        for slot in 0..slots {
+            f.encode(slot);
+        }
+        f
+    }
+
+    pub fn slots(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Distinct host/program pairs.
+    pub fn pairs(&self) -> usize {
+        self.hosts * self.programs
+    }
+
+    /// Tokens handed out so far (the initial ones included).
+    pub fn tokens_created(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The process token of `slot`: a pid from the slot, 6 hex digits from
+    /// a fleet-wide counter (unique for the first 16.7 million tokens).
+    pub fn token(&self, slot: usize) -> String {
+        format!("{}:{:06x}", 1000 + slot, self.ids[slot] % TOKEN_SPACE)
+    }
+
+    /// A new process in `slot`; the old one stops sending.
+    pub fn replace(&mut self, slot: usize) {
+        self.ids[slot] = self.next_id;
+        self.next_id += 1;
+        self.encode(slot);
+    }
+
+    /// The two datagrams of `slot`.
+    pub fn datagrams(&self, slot: usize) -> [&[u8]; 2] {
+        [&self.datagrams[2 * slot], &self.datagrams[2 * slot + 1]]
+    }
+
+    /// Every datagram, two per slot in slot order.
+    pub fn all(&self) -> &[Vec<u8>] {
+        &self.datagrams
+    }
+
+    /// Sets the client's TIME (whole seconds) of `slot`'s datagrams: the
+    /// client layout puts it right after HOST.
+    pub fn set_time(&mut self, slot: usize, secs: u64) {
+        for d in &mut self.datagrams[2 * slot..2 * slot + 2] {
+            let host_len = u16::from_be_bytes([d[2], d[3]]) as usize;
+            d[host_len + 4..host_len + 12].copy_from_slice(&secs.to_be_bytes());
+        }
+    }
+
+    fn encode(&mut self, slot: usize) {
+        let pair = slot / self.per_pair;
+        let (h, p) = (pair / self.programs, pair % self.programs);
+        let token = self.token(slot);
+        let id = |type_: &str| Identity {
+            host: format!("host{h}").as_str().into(),
+            plugin: "sqlalchemy".into(),
+            plugin_instance: format!("program{p}").as_str().into(),
+            type_: type_.into(),
+            type_instance: token.as_str().into(),
+        };
+        let pool = [1.0, 2.0, 3.0, 0.0, 5.0].map(Value::Gauge);
+        let totals = [100, 0, 5, 0].map(Value::Derive);
+        self.datagrams[2 * slot] = Encoder::new()
+            .client_value_list(&id("sqlalchemy_pool"), 1_000_000, 2, &pool)
+            .finish()
+            .to_vec();
+        self.datagrams[2 * slot + 1] = Encoder::new()
+            .client_value_list(&id("sqlalchemy_totals"), 1_000_000, 2, &totals)
+            .finish()
+            .to_vec();
+    }
+}
+
+/// The identity and values of generic series `i`: a host per 1000 series,
+/// and within a host the single-value types of collectd's cpu, memory, df
+/// and irq plugins (one exported sample per value list), as in collectd's
+/// types.db.
+fn generic_series(i: usize) -> (Identity, Value) {
+    const CPU_STATES: [&str; 8] = [
+        "user",
+        "system",
+        "idle",
+        "wait",
+        "nice",
+        "interrupt",
+        "softirq",
+        "steal",
+    ];
+    let (h, j) = (i / 1000, i % 1000);
+    let host = format!("node{h:06}");
+    let (plugin, pi, type_, ti, value) = match j % 4 {
+        0 => (
+            "cpu",
+            format!("{}", j / 32),
+            "cpu",
+            CPU_STATES[(j / 4) % 8].to_owned(),
+            Value::Derive(1_000_000 + i as i64),
+        ),
+        1 => (
+            "memory",
+            String::new(),
+            "memory",
+            format!("slab{j}"),
+            Value::Gauge(1e9 + i as f64),
+        ),
+        2 => (
+            "df",
+            format!("mnt{j}"),
+            "df_complex",
+            "used".to_owned(),
+            Value::Gauge(5e9 + i as f64),
+        ),
+        _ => (
+            "irq",
+            String::new(),
+            "irq",
+            format!("{j}"),
+            Value::Derive(i as i64),
+        ),
+    };
+    (
+        Identity {
+            host: host.as_str().into(),
+            plugin: plugin.into(),
+            plugin_instance: pi.as_str().into(),
+            type_: type_.into(),
+            type_instance: ti.as_str().into(),
+        },
+        value,
+    )
+}
+
+/// `series` distinct generic value lists in collectd's own layout (TIME_HR,
+/// INTERVAL_HR, only the parts that changed), packed like collectd's network
+/// plugin does: as many value lists per datagram as fit in
+/// [`COLLECTD_PACKET`] bytes (about 30 here). `time_secs` is the value
+/// lists' time, `interval_secs` their interval.
+pub fn collectd_datagrams(series: usize, time_secs: u64, interval_secs: u64) -> Vec<Vec<u8>> {
+    let time = CdTime(time_secs * HR_PER_SECOND);
+    let interval = CdTime(interval_secs * HR_PER_SECOND);
+    let mut out = Vec::new();
+    let mut e = Encoder::new();
+    let mut last = 0;
+    for i in 0..series {
+        let (id, v) = generic_series(i);
+        e.collectd_value_list(&id, time, interval, &[v]);
+        if e.len() > COLLECTD_PACKET {
+            // Too big: this value list starts the next datagram (a value list
+            // of these types is far smaller than a packet).
+            let full = e.finish();
+            out.push(full[..last].to_vec());
+            e.collectd_value_list(&id, time, interval, &[v]);
+        }
+        last = e.len();
+    }
+    if !e.is_empty() {
+        out.push(e.finish().to_vec());
+    }
+    out
+}
+
+/// One collectd-style datagram with exactly `lists` value lists of the cpu
+/// plugin (per-CPU, per-state derives, as collectd's cpu plugin sends them;
+/// for the decode benchmark), or `None` if they do not fit in
+/// [`COLLECTD_PACKET`].
+pub fn collectd_datagram_with(lists: usize) -> Option<Vec<u8>> {
+    let time = CdTime(1_700_000_000 * HR_PER_SECOND);
+    let interval = CdTime(10 * HR_PER_SECOND);
+    let mut e = Encoder::new();
+    for i in 0..lists {
+        // Every fourth series is the cpu plugin's.
+        let (id, v) = generic_series(4 * i);
+        e.collectd_value_list(&id, time, interval, &[v]);
+    }
+    let d = e.finish().to_vec();
+    (d.len() <= COLLECTD_PACKET).then_some(d)
+}
+
+/// A UDP socket connected to `target` (which must be loopback), writing up
+/// to 64 datagrams per `sendmmsg` call.
+pub struct Sender {
+    socket: UdpSocket,
+    headers: MultiHeaders<SockaddrIn>,
+    pub sent: u64,
+    /// Datagrams the kernel refused (e.g. ECONNREFUSED after an ICMP error).
+    pub failed: u64,
+}
+
+impl Sender {
+    pub fn new(target: SocketAddr) -> Sender {
+        assert!(
+            target.ip().is_loopback(),
+            "{target} is not a loopback address"
+        );
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a loopback sender socket");
+        socket.connect(target).expect("connect the sender socket");
+        Sender {
+            socket,
+            headers: MultiHeaders::preallocate(64, None),
+            sent: 0,
+            failed: 0,
+        }
+    }
+
+    /// Sends every datagram of `batch`, 64 per system call.
+    pub fn send<D: AsRef<[u8]>>(&mut self, batch: &[D]) {
+        let fd = self.socket.as_raw_fd();
+        let none: [Option<SockaddrIn>; 64] = [None; 64];
+        for chunk in batch.chunks(64) {
+            let slices: Vec<[std::io::IoSlice<'_>; 1]> = chunk
+                .iter()
+                .map(|d| [std::io::IoSlice::new(d.as_ref())])
+                .collect();
+            let mut done = 0;
+            // sendmmsg may stop early; a failure costs the datagram it was at.
+            while done < slices.len() {
+                let cmsgs: [ControlMessage<'_>; 0] = [];
+                match sendmmsg(
+                    fd,
+                    &mut self.headers,
+                    &slices[done..],
+                    &none[..slices.len() - done],
+                    cmsgs,
+                    MsgFlags::empty(),
+                ) {
+                    Ok(r) => {
+                        let n = r.count();
+                        self.sent += n as u64;
+                        done += n.max(1);
+                        if n == 0 {
+                            self.failed += 1;
+                        }
+                    }
+                    Err(_) => {
+                        self.failed += 1;
+                        done += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What [`churn`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChurnReport {
+    pub sent: u64,
+    pub failed: u64,
+    /// Tokens that replaced earlier ones.
+    pub replaced: u64,
+    /// Distinct tokens that sent at least one datagram.
+    pub tokens: u64,
+    pub seconds: f64,
+}
+
+/// The fleet at the real cadence (every slot sends its pair every
+/// [`CADENCE`], slots spread evenly over it, TIME = the wall clock) while
+/// `churn_per_sec` slots a second get a new process token, round-robin, so
+/// each process lives `slots / churn_per_sec` seconds. Stops after
+/// `seconds` or `max` datagrams, whichever comes first; `tick` is called
+/// about every 10 ms with the report so far (the soak test samples the
+/// exporter there).
+pub fn churn(
+    target: SocketAddr,
+    fleet: &mut Fleet,
+    churn_per_sec: u64,
+    seconds: f64,
+    max: u64,
+    mut tick: impl FnMut(&ChurnReport),
+) -> ChurnReport {
+    let mut sender = Sender::new(target);
+    let slots = fleet.slots() as u64;
+    let start = Instant::now();
+    let end = Duration::from_secs_f64(seconds.clamp(0.0, 600.0));
+    let mut report = ChurnReport::default();
+    // Sends and replacements happen in slot order: send number n is slot
+    // n % slots, replacement number k is slot k % slots.
+    let mut sends_done = 0u64;
+    let mut has_sent = vec![false; fleet.slots()];
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(1024);
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= end || report.sent + report.failed >= max {
+            break;
+        }
+        let t = elapsed.as_secs_f64();
+        let sends_due = (t / CADENCE.as_secs_f64() * slots as f64) as u64;
+        let replacements_due = (t * churn_per_sec as f64) as u64;
+        while report.replaced < replacements_due {
+            let slot = (report.replaced % slots) as usize;
+            fleet.replace(slot);
+            has_sent[slot] = false;
+            report.replaced += 1;
+        }
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        while sends_done < sends_due && report.sent + report.failed + (batch.len() as u64) < max {
+            let slot = (sends_done % slots) as usize;
+            fleet.set_time(slot, unix);
+            if !has_sent[slot] {
+                has_sent[slot] = true;
+                report.tokens += 1;
+            }
+            for d in fleet.datagrams(slot) {
+                batch.push(d.to_vec());
+            }
+            sends_done += 1;
+            if batch.len() >= 1024 {
+                sender.send(&batch);
+                batch.clear();
+            }
+        }
+        sender.send(&batch);
+        batch.clear();
+        report.sent = sender.sent;
+        report.failed = sender.failed;
+        report.seconds = start.elapsed().as_secs_f64();
+        tick(&report);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    report
+}
+
+/// Sends `datagrams` cyclically at `rate` a second for at most `seconds`
+/// (`rate` 0: as fast as possible), at most `max` in all; calls `before`
+/// with the cycle number before each pass over them (to patch times).
+/// Returns (sent, failed).
+pub fn paced(
+    target: SocketAddr,
+    datagrams: &mut [Vec<u8>],
+    rate: u64,
+    seconds: f64,
+    max: u64,
+    mut before: impl FnMut(u64, &mut [Vec<u8>]),
+) -> (u64, u64) {
+    let mut sender = Sender::new(target);
+    if datagrams.is_empty() {
+        return (0, 0);
+    }
+    let start = Instant::now();
+    let end = Duration::from_secs_f64(seconds.clamp(0.0, 600.0));
+    let mut next = 0usize;
+    let mut cycle = 0u64;
+    before(cycle, datagrams);
+    loop {
+        let elapsed = start.elapsed();
+        let done = sender.sent + sender.failed;
+        if elapsed >= end || done >= max {
+            break;
+        }
+        let due = if rate == 0 {
+            done + 64
+        } else {
+            ((elapsed.as_secs_f64() * rate as f64) as u64).min(max)
+        };
+        if due <= done {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        let n = ((due - done).min(64) as usize).min(datagrams.len() - next);
+        sender.send(&datagrams[next..next + n]);
+        next += n;
+        if next == datagrams.len() {
+            next = 0;
+            cycle += 1;
+            before(cycle, datagrams);
+        }
+    }
+    (sender.sent, sender.failed)
+}
