@@ -21,6 +21,7 @@ pub mod config;
 pub mod exposition;
 pub mod ingest;
 pub mod manual;
+pub mod memory;
 pub mod push;
 pub mod route;
 pub mod server;

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
-    return_large_buffers_to_the_system();
+    sqlalchemy_collectd_exporter::memory::return_large_buffers_to_the_system();
     let args = match <Args as clap::Parser>::try_parse() {
         Ok(a) => a,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -186,18 +186,5 @@ fn init_logging(level: LogLevel, format: LogFormat) {
                     .with_writer(std::io::stderr),
             )
             .init(),
-    }
-}
-
-/// A scrape builds its body (megabytes for a large fleet) in one buffer and
-/// frees it. glibc's malloc raises its mmap threshold after such a free, so
-/// the next large buffers come from the heap and the process keeps the peak
-/// resident for good. A fixed threshold keeps large buffers mmapped, and
-/// freeing them gives the memory back.
-fn return_large_buffers_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a malloc tunable; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
     }
 }

@@ -108,10 +108,21 @@ pub fn encode(scrape: Scrape, format: Format) -> Result<(String, &'static str), 
 
 async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let scrape = scrape(&shared, Instant::now());
-    match encode(scrape, format) {
-        Ok((body, content_type)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
-        Err(_) => {
+    let now = Instant::now();
+    // A large scrape takes a while: off the async workers, so that other
+    // requests (health checks, pushes) are not held up behind it.
+    let encoded = tokio::task::spawn_blocking(move || {
+        let encoded = encode(scrape(&shared, now), format);
+        // Its temporaries are freed by now; give their pages back.
+        crate::memory::release_free_memory();
+        encoded
+    })
+    .await;
+    match encoded {
+        Ok(Ok((body, content_type))) => {
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        _ => {
             tracing::error!("encoding the scrape failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response()
         }
