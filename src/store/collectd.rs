@@ -23,7 +23,7 @@ use crate::exposition::families::{Kind, Number};
 use crate::store::sqlalchemy::ApplyError;
 use crate::store::{Freshness, Now};
 use crate::typesdb::TypesDb;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -213,18 +213,26 @@ impl Live {
         /// The value, when it was received, and whose it is.
         type Sample<'a> = (Number, f64, &'a str);
         struct Building<'a> {
+            name: String,
             kind: Kind,
-            series: BTreeMap<LabelSet, Sample<'a>>,
+            series: HashMap<&'a LabelSet, Sample<'a>, foldhash::fast::FixedState>,
         }
-        let mut families: BTreeMap<String, Building> = BTreeMap::new();
+        // Each value list's labels, built once and borrowed by its samples.
+        let label_sets: Vec<LabelSet> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let (host, plugin, plugin_instance, _, type_instance) = identity(&e.key);
+                labels(plugin, plugin_instance, type_instance, host, host_label)
+            })
+            .collect();
+        let mut index: HashMap<String, usize, foldhash::fast::FixedState> = HashMap::default();
+        let mut families: Vec<Building> = Vec::new();
         let mut conflicts = Conflicts::default();
-        for e in &self.entries {
+        let mut name = String::new();
+        for (e, labels) in self.entries.iter().zip(&label_sets) {
             let key: &str = &e.key;
-            let mut parts = key.split('\0');
-            let mut next = || parts.next().unwrap_or_default();
-            let (host, plugin, plugin_instance, type_, type_instance) =
-                (next(), next(), next(), next(), next());
-            let labels = labels(plugin, plugin_instance, type_instance, host, host_label);
+            let (_, plugin, _, type_, _) = identity(key);
             let ds_names = types.names(type_, e.values.len());
             for (i, v) in e.values.iter().enumerate() {
                 let ds = match ds_names {
@@ -238,39 +246,47 @@ impl Live {
                     Value::Counter(c) => (Kind::Counter, Number::U64(c)),
                     Value::Derive(d) => (Kind::Counter, Number::F64(d as f64)),
                 };
-                let name = metric_name(plugin, type_, ds, i);
-                // Counters are exposed as `<name>_total`: a new counter `x`
-                // and a gauge `x_total` (or the other way round) would be two
-                // families of one name, which fails the scrape.
-                if !families.contains_key(&name) {
-                    let clash = match kind {
-                        Kind::Counter => families
-                            .get(&format!("{name}_total"))
-                            .is_some_and(|f| f.kind == Kind::Gauge),
-                        Kind::Gauge => name
-                            .strip_suffix("_total")
-                            .and_then(|base| families.get(base))
-                            .is_some_and(|f| f.kind == Kind::Counter),
-                    };
-                    if clash {
-                        conflicts.type_mismatch += 1;
-                        continue;
+                metric_name_into(&mut name, plugin, type_, ds, i);
+                let at = match index.get(name.as_str()) {
+                    Some(&at) => at,
+                    None => {
+                        // Counters are exposed as `<name>_total`: a new counter
+                        // `x` and a gauge `x_total` (or the other way round)
+                        // would be two families of one name, which fails the
+                        // scrape.
+                        let clash = match kind {
+                            Kind::Counter => index
+                                .get(format!("{name}_total").as_str())
+                                .is_some_and(|&f| families[f].kind == Kind::Gauge),
+                            Kind::Gauge => name
+                                .strip_suffix("_total")
+                                .and_then(|base| index.get(base))
+                                .is_some_and(|&f| families[f].kind == Kind::Counter),
+                        };
+                        if clash {
+                            conflicts.type_mismatch += 1;
+                            continue;
+                        }
+                        families.push(Building {
+                            name: name.clone(),
+                            kind,
+                            series: HashMap::default(),
+                        });
+                        index.insert(name.clone(), families.len() - 1);
+                        families.len() - 1
                     }
-                }
-                let family = families.entry(name).or_insert_with(|| Building {
-                    kind,
-                    series: BTreeMap::new(),
-                });
+                };
+                let family = &mut families[at];
                 if family.kind != kind {
                     conflicts.type_mismatch += 1;
                     continue;
                 }
                 let sample = (number, e.received_unix, key);
-                match family.series.entry(labels.clone()) {
-                    std::collections::btree_map::Entry::Vacant(slot) => {
+                match family.series.entry(labels) {
+                    std::collections::hash_map::Entry::Vacant(slot) => {
                         slot.insert(sample);
                     }
-                    std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    std::collections::hash_map::Entry::Occupied(mut slot) => {
                         conflicts.duplicate_series += 1;
                         let (_, received, identity) = *slot.get();
                         if (e.received_unix, key) > (received, identity) {
@@ -281,18 +297,19 @@ impl Live {
             }
         }
 
+        families.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let families = families
             .into_iter()
-            .map(|(name, b)| {
-                let mut label_names: Vec<String> = b
-                    .series
-                    .keys()
-                    .flat_map(|l| l.iter().map(|(n, _)| n.clone()))
+            .map(|b| {
+                let mut series: Vec<(&LabelSet, Sample)> = b.series.into_iter().collect();
+                series.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut label_names: Vec<&str> = series
+                    .iter()
+                    .flat_map(|(l, _)| l.iter().map(|(n, _)| n.as_str()))
                     .collect();
-                label_names.sort();
+                label_names.sort_unstable();
                 label_names.dedup();
-                let samples = b
-                    .series
+                let samples = series
                     .into_iter()
                     .map(|(labels, (number, _, _))| {
                         let values = label_names
@@ -309,9 +326,9 @@ impl Live {
                     })
                     .collect();
                 GenericFamily {
-                    name,
+                    name: b.name,
                     kind: b.kind,
-                    label_names,
+                    label_names: label_names.into_iter().map(str::to_owned).collect(),
                     samples,
                 }
             })
@@ -325,10 +342,24 @@ impl Live {
     }
 }
 
+/// host, plugin, plugin instance, type, type instance of a store key.
+fn identity(key: &str) -> (&str, &str, &str, &str, &str) {
+    let mut parts = key.split('\0');
+    let mut next = || parts.next().unwrap_or_default();
+    (next(), next(), next(), next(), next())
+}
+
 /// collectd_exporter's name for value `index` of a value list, without
 /// `_total`. `ds` is the data-source name, or "" when unknown.
 pub fn metric_name(plugin: &str, type_: &str, ds: &str, index: usize) -> String {
-    let mut name = String::with_capacity(10 + plugin.len() + type_.len() + ds.len());
+    let mut name = String::new();
+    metric_name_into(&mut name, plugin, type_, ds, index);
+    name
+}
+
+/// [`metric_name`] into a reused buffer.
+pub fn metric_name_into(name: &mut String, plugin: &str, type_: &str, ds: &str, index: usize) {
+    name.clear();
     name.push_str("collectd_");
     if plugin != type_ {
         name.push_str(plugin);
@@ -345,15 +376,13 @@ pub fn metric_name(plugin: &str, type_: &str, ds: &str, index: usize) -> String 
             name.push_str(ds);
         }
     }
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    if !name.chars().all(valid) {
+        *name = name
+            .chars()
+            .map(|c| if valid(c) { c } else { '_' })
+            .collect();
+    }
 }
 
 /// collectd_exporter's labels, non-empty ones only, sorted by name.
