@@ -152,6 +152,11 @@ impl GenericStore {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.live_until > now);
         self.expired += (before - self.entries.len()) as u64;
+        // Memory follows the series down as well as up.
+        const MIN: usize = 1024;
+        if self.entries.capacity() > MIN.max(4 * self.entries.len()) {
+            self.entries.shrink_to(MIN.max(2 * self.entries.len()));
+        }
     }
 
     /// Copies what is live at `now`; cheap, so it runs under the lock.

@@ -547,6 +547,23 @@ impl SqlaStore {
             self.program_count -= 1;
             stats.programs_forgotten += 1;
         }
+        self.shrink();
+    }
+
+    /// After a wave of processes is forgotten the process map keeps its
+    /// size (and what deletions left in it); a map four times larger than
+    /// needed is rebuilt at twice its contents, so memory follows the fleet
+    /// down as well as up.
+    fn shrink(&mut self) {
+        const MIN: usize = 1024;
+        if self.processes.capacity() > MIN.max(4 * self.processes.len()) {
+            self.processes.shrink_to(MIN.max(2 * self.processes.len()));
+        }
+        let tokens = &mut self.tokens;
+        if tokens.numbers.capacity() > MIN.max(4 * tokens.numbers.len()) {
+            tokens.numbers.shrink_to(MIN.max(2 * tokens.numbers.len()));
+            tokens.names.shrink_to(MIN.max(2 * tokens.names.len()));
+        }
     }
 
     fn forget_ticks(&self) -> u64 {
@@ -736,6 +753,35 @@ mod tests {
             std::mem::size_of::<ProcessId>(),
             std::mem::size_of::<Process>()
         );
+    }
+
+    #[test]
+    fn the_process_map_shrinks_when_the_fleet_does() {
+        let mut s = store();
+        let t0 = Now::wall();
+        for n in 0..20_000 {
+            s.apply(&pool_rec("api", &format!("{n}:abcdef"), 10, 1.0, 2.0), t0)
+                .unwrap();
+        }
+        let grown = s.processes.capacity();
+        assert!(grown >= 20_000);
+        // All but 100 are forgotten; those 100 keep reporting.
+        let later = Now {
+            at: t0.at + Duration::from_secs(3000),
+            unix: t0.unix + 3000.0,
+        };
+        for n in 0..100 {
+            s.apply(&pool_rec("api", &format!("{n}:abcdef"), 20, 1.0, 2.0), later)
+                .unwrap();
+        }
+        s.sweep(t0.at + Duration::from_secs(3700));
+        assert_eq!(s.snapshot(later.at).tracked_processes, 100);
+        assert!(
+            s.processes.capacity() < grown / 4,
+            "{} of {grown}",
+            s.processes.capacity()
+        );
+        assert_eq!(one(&s, later.at).processes, 100);
     }
 
     #[test]
