@@ -771,8 +771,11 @@ mod tests {
             unix: t0.unix + 3000.0,
         };
         for n in 0..100 {
-            s.apply(&pool_rec("api", &format!("{n}:abcdef"), 20, 1.0, 2.0), later)
-                .unwrap();
+            s.apply(
+                &pool_rec("api", &format!("{n}:abcdef"), 20, 1.0, 2.0),
+                later,
+            )
+            .unwrap();
         }
         s.sweep(t0.at + Duration::from_secs(3700));
         assert_eq!(s.snapshot(later.at).tracked_processes, 100);
