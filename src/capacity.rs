@@ -172,11 +172,14 @@ impl Capacity {
             File::default()
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| {
-                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                // Errors about the whole stream (several documents) have no
+                // location: the start of the file.
+                let location = e.location();
+                let (line, column) = location.as_ref().map_or((1, 1), |l| (l.line(), l.column()));
                 // The message carries its own "at line … column …"; keep it once.
                 let message = e.to_string();
                 let message = match message.rfind(" at line ") {
-                    Some(at) if line > 0 => message[..at].to_owned(),
+                    Some(at) if location.is_some() => message[..at].to_owned(),
                     _ => message,
                 };
                 ConfigFileError::Invalid {
@@ -361,6 +364,18 @@ databases:
         assert!(e.to_string().contains("programs: bad glob \"[\""), "{e}");
         let e = Capacity::parse("databases:\n  - {name: a, max_connections: 1, programs: [x]}\n  - {name: a, max_connections: 2, programs: [y]}\n", "c.yml").unwrap_err();
         assert_eq!(e.to_string(), "c.yml: databases: name \"a\" is used twice");
+    }
+
+    /// The web config's fuzz target (fuzz/fuzz_targets/web_config.rs) found
+    /// its parser placing an error without a location (several documents)
+    /// at 0:0; this parser did the same.
+    #[test]
+    fn multi_document_error_is_placed_at_the_start() {
+        let e = Capacity::parse("pools: []\n---\ndatabases: []\n", "c.yml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.yml:1:1: deserializing from YAML containing more than one document is not supported"
+        );
     }
 
     #[test]

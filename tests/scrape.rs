@@ -256,6 +256,62 @@ fn landing_page_health_and_custom_telemetry_path() {
     assert!(String::from_utf8_lossy(&r.body).contains("sqlalchemy_collectd_exporter_build_info{"));
 }
 
+/// The landing page as served with `telemetry_path`, listing `api` (the
+/// pools document) when given.
+fn landing(telemetry_path: &str, api: Option<&str>) -> String {
+    let api = api
+        .map(|p| {
+            format!("<li><a href=\"{p}\">Pools (JSON, what <code>top</code> reads)</a></li>\n")
+        })
+        .unwrap_or_default();
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>sqlalchemy-collectd-exporter</title></head>\n<body>\n\
+         <h1>sqlalchemy-collectd-exporter {}</h1>\n\
+         <p>SQLAlchemy connection-pool statistics from sqlalchemy-collectd clients and collectd, for Prometheus.</p>\n\
+         <ul>\n<li><a href=\"{telemetry_path}\">Metrics</a></li>\n{api}\
+         <li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n\
+         </body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+#[test]
+fn landing_page_links_the_pools_document_only_where_it_is_served() {
+    let e = common::start(&[]);
+    let page = common::get(e.http, "/", &[]);
+    assert_eq!(
+        (page.status, page.content_type.as_str()),
+        (200, "text/html; charset=utf-8")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&page.body),
+        landing("/metrics", Some("/api/v1/pools"))
+    );
+    let api = common::get(e.http, "/api/v1/pools", &[]);
+    assert_eq!(
+        (api.status, api.content_type.as_str()),
+        (200, "application/json")
+    );
+
+    // A push path on the API's path takes it: the page does not link it.
+    let e = common::start(&["--web.collectd-push-path", "/api/v1/pools"]);
+    let page = common::get(e.http, "/", &[]);
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&page.body),
+        landing("/metrics", None)
+    );
+    assert_eq!(common::get(e.http, "/api/v1/pools", &[]).status, 405);
+
+    // So does the telemetry path; the page links it once, as the metrics.
+    let e = common::start(&["--web.telemetry-path", "/api/v1/pools"]);
+    let page = common::get(e.http, "/", &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&page.body),
+        landing("/api/v1/pools", None)
+    );
+}
+
 fn client_datagram(
     program: &str,
     token: &str,

@@ -1,7 +1,9 @@
 //! `/api/v1/pools` and `sqlalchemy-collectd-exporter top` against a live
-//! exporter: the document for a replayed capture, `top --once`'s table, its
-//! one-line error when the exporter is away, and the full screen in tmux
-//! while the real Python client changes its pool.
+//! exporter: the document for a replayed capture, `top --once`'s table (over
+//! plain HTTP, and over TLS with basic auth and a client certificate, the
+//! exporter taking a `--web.config.file`), its one-line errors when the
+//! exporter is away or refuses it, and the full screen in tmux while the
+//! real Python client changes its pool.
 //!
 //! Expected values come from what was sent: the captured datagrams (decoded
 //! here) or the app's own report of the pool it holds. Only the age of the
@@ -10,11 +12,14 @@
 
 mod common;
 
+use base64::Engine;
 use bytes::Bytes;
 use common::client::App;
 use common::daemon::TempDir;
+use common::pki::Pki;
 use serde_json::{Value as Json, json};
 use sqlalchemy_collectd_exporter::collectd::{Value, decode};
+use sqlalchemy_collectd_exporter::top::client::PASSWORD_ENV;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -106,10 +111,17 @@ fn replayed(dir: &TempDir) -> (common::Exporter, f64) {
     let config = capacity_for(dir, "forkapp");
     let config = config.to_str().expect("UTF-8 path");
     let e = common::start(&["--config.file", config]);
+    let sent_at = replay(&e, || common::scrape(e.http));
+    (e, sent_at)
+}
+
+/// Sends the captured datagrams and waits, scraping with `scrape`, until
+/// the exporter has judged them all; returns the time before sending.
+fn replay(e: &common::Exporter, scrape: impl Fn() -> String) -> f64 {
     let datagrams = common::datagrams(CAPTURE);
     let before = unix_now();
-    common::send_and_settle(&e, &datagrams, datagrams.len());
-    (e, before)
+    common::send_and_settle_with(e, &datagrams, datagrams.len(), scrape);
+    before
 }
 
 #[test]
@@ -300,101 +312,104 @@ fn top_once_prints_the_table_of_what_was_sent() {
     assert_eq!(stdout, once_table(&stdout, elapsed));
 }
 
-/// An HTTPS front for an exporter: a certificate for `localhost` signed by
-/// a CA of its own (written to `ca.pem` in `dir`); requests with the basic
-/// auth of alice/wonderland are answered with the exporter's document,
-/// others with 401. Serves `connections` connections, then stops.
-fn tls_front(dir: &TempDir, exporter: std::net::SocketAddr, connections: usize) -> u16 {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    use std::io::{Read, Write};
-    use std::sync::Arc;
+const USER: &str = "alice";
+const PASSWORD: &str = "wonderland";
 
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
-        .expect("CA certificate");
-    std::fs::write(dir.0.join("ca.pem"), ca.pem()).expect("write ca.pem");
-    let key = KeyPair::generate().expect("server key");
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("server params")
-        .signed_by(&key, &ca)
-        .expect("server certificate");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .expect("server config");
-    let config = Arc::new(config);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TLS front");
-    let port = listener.local_addr().expect("address").port();
-    std::thread::spawn(move || {
-        for tcp in listener.incoming().take(connections) {
-            let Ok(tcp) = tcp else { continue };
-            let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
-            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
-                continue;
-            };
-            let mut tls = rustls::StreamOwned::new(conn, tcp);
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match tls.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let request = String::from_utf8_lossy(&request).to_lowercase();
-            // alice:wonderland
-            let response = if request.contains("authorization: basic ywxpy2u6d29uzgvybgfuza==") {
-                let body = common::get(exporter, "/api/v1/pools", &[]).body;
-                let mut r = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                )
-                .into_bytes();
-                r.extend_from_slice(&body);
-                r
-            } else {
-                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_vec()
-            };
-            let _ = tls.write_all(&response);
-            let _ = tls.flush();
-            tls.conn.send_close_notify();
-            let _ = tls.flush();
-        }
+/// Client authentication lines for the web config.
+const REQUIRE_CLIENT_CERT: &str =
+    "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n";
+
+/// An exporter over TLS with `pki`'s `server` certificate, basic auth for
+/// USER/PASSWORD and `client_auth` lines, giving `forkapp` a capacity, with
+/// the capture replayed (scraped over TLS as `top` connects, with `pki`'s
+/// `client` certificate when `client_cert`); returns the exporter and the
+/// time before sending.
+fn replayed_over_tls(pki: &Pki, client_auth: &str, client_cert: bool) -> (common::Exporter, f64) {
+    let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+    let web = pki.path("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{client_auth}\
+             basic_auth_users:\n  {USER}: '{hash}'\n"
+        ),
+    )
+    .expect("write web config");
+    let config = capacity_for(&pki.dir, "forkapp");
+    let e = common::start(&[
+        "--config.file",
+        config.to_str().expect("UTF-8 path"),
+        "--web.config.file",
+        web.to_str().expect("UTF-8 path"),
+    ]);
+    let agent = tls_agent(pki, client_cert);
+    let url = format!("https://{}/metrics", e.http);
+    let authorization = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    );
+    let sent_at = replay(&e, || {
+        agent
+            .get(&url)
+            .header("Authorization", &authorization)
+            .call()
+            .expect("scrape over TLS")
+            .body_mut()
+            .read_to_string()
+            .expect("read the scrape")
     });
-    port
+    (e, sent_at)
+}
+
+/// A client that trusts `pki`'s CA and, when `client_cert`, presents its
+/// `client` certificate.
+fn tls_agent(pki: &Pki, client_cert: bool) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let pem = |name: &str| std::fs::read(pki.path(name)).expect("read PEM");
+    let ca = Certificate::from_pem(&pem("ca.crt")).expect("the CA");
+    let mut tls = TlsConfig::builder().root_certs(RootCerts::new_with_certs(&[ca]));
+    if client_cert {
+        let cert = Certificate::from_pem(&pem("client.crt")).expect("client certificate");
+        let key = PrivateKey::from_pem(&pem("client.key")).expect("client key");
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+    }
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .tls_config(tls.build())
+        .build()
+        .into()
+}
+
+/// `top` with the password in the environment.
+fn top_with_password(args: &[&str], password: &str) -> Output {
+    Command::new(BIN)
+        .arg("top")
+        .args(args)
+        .env(PASSWORD_ENV, password)
+        .output()
+        .expect("binary runs")
 }
 
 #[test]
 fn top_once_over_https_trusts_the_ca_file_and_sends_basic_auth() {
-    let dir = TempDir::new("top", "tls");
-    let (e, sent_at) = replayed(&dir);
-    let port = tls_front(&dir, e.http, 3);
-    let url = format!("https://localhost:{port}");
-    let ca = dir.0.join("ca.pem");
-    let ca = ca.to_str().expect("UTF-8 path");
-    let password = dir.0.join("password");
-    std::fs::write(&password, "wonderland\n").expect("write password");
-    let password = password.to_str().expect("UTF-8 path");
+    let pki = Pki::new("top-tls");
+    pki.write("server", "exporter-1");
+    let (e, sent_at) = replayed_over_tls(&pki, "", false);
+    let url = format!("https://{}", e.http);
+    let ca = pki.arg("ca.crt");
+    std::fs::write(pki.path("password"), format!("{PASSWORD}\n")).expect("write password");
+    let password = pki.arg("password");
 
     let out = top(&[
         "--once",
         "--url",
         &url,
         "--ca-file",
-        ca,
+        &ca,
         "--user",
-        "alice",
+        USER,
         "--password-file",
-        password,
+        &password,
     ]);
     let elapsed = unix_now() - sent_at;
     let stdout = String::from_utf8(out.stdout).expect("UTF-8");
@@ -403,33 +418,77 @@ fn top_once_over_https_trusts_the_ca_file_and_sends_basic_auth() {
     assert_eq!(stdout, once_table(&stdout, elapsed));
 
     // The password from the environment; a wrong one is refused.
-    let out = Command::new(BIN)
-        .args([
-            "top",
-            "--once",
-            "--url",
-            &url,
-            "--ca-file",
-            ca,
-            "--user",
-            "alice",
-        ])
-        .env("SQLALCHEMY_COLLECTD_EXPORTER_PASSWORD", "rabbit")
-        .output()
-        .expect("binary runs");
+    let out = top_with_password(
+        &["--once", "--url", &url, "--ca-file", &ca, "--user", USER],
+        "rabbit",
+    );
     assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!("error: exporter unreachable: {url}/api/v1/pools: HTTP 401 Unauthorized\n")
     );
 
-    // Without the CA, the server's certificate is not trusted.
-    let out = top(&["--once", "--url", &url]);
+    // Without the CA, the exporter's certificate is not trusted.
+    let out = top_with_password(&["--once", "--url", &url, "--user", USER], PASSWORD);
     assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(
             "error: exporter unreachable: {url}/api/v1/pools: io: invalid peer certificate: UnknownIssuer\n"
+        )
+    );
+}
+
+#[test]
+fn top_once_presents_a_client_certificate_when_the_exporter_requires_one() {
+    let pki = Pki::new("top-mtls");
+    pki.write("server", "exporter-1");
+    pki.write("client", "top");
+    let (e, sent_at) = replayed_over_tls(&pki, REQUIRE_CLIENT_CERT, true);
+    let url = format!("https://{}", e.http);
+    let (ca, cert, key) = (
+        pki.arg("ca.crt"),
+        pki.arg("client.crt"),
+        pki.arg("client.key"),
+    );
+    let base = ["--once", "--url", &url, "--ca-file", &ca, "--user", USER];
+
+    let with_cert = [&base[..], &["--cert-file", &cert, "--key-file", &key]].concat();
+    let out = top_with_password(&with_cert, PASSWORD);
+    let elapsed = unix_now() - sent_at;
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(out.status.success());
+    assert_eq!(stdout, once_table(&stdout, elapsed));
+
+    // Without one, the exporter ends the handshake.
+    let out = top_with_password(&base, PASSWORD);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: exporter unreachable: {url}/api/v1/pools: io: received fatal alert: CertificateRequired\n"
+        )
+    );
+
+    // A key that is not the certificate's is a flag error, before any connection.
+    let out = top_with_password(
+        &[
+            &base[..],
+            &["--cert-file", &cert, "--key-file", &pki.arg("server.key")],
+        ]
+        .concat(),
+        PASSWORD,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: --key-file {}: not usable with --cert-file {cert}: the certificate is for another key\n",
+            pki.arg("server.key")
         )
     );
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::daemon::{Daemon, TempDir};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use common::pki::Pki;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -19,54 +19,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_sqlalchemy-collectd-exporter");
 const USER: &str = "prometheus";
 const PASSWORD: &str = "s3cret:with-colon";
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A CA and the certificates it signs, written as PEM files into a dir.
-struct Pki {
-    dir: TempDir,
-    ca: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(test: &str) -> Pki {
-        let dir = TempDir::new(test, "pki");
-        let (ca, pem) = Pki::make_ca("exporter test CA");
-        std::fs::write(dir.0.join("ca.crt"), pem).expect("write the CA");
-        Pki { dir, ca }
-    }
-
-    fn make_ca(name: &str) -> (Issuer<'static, KeyPair>, String) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("self-signed CA");
-        (Issuer::new(params, key), cert.pem())
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.0.join(name)
-    }
-
-    /// A certificate named `cn` for localhost and 127.0.0.1, signed by
-    /// `issuer`: (certificate PEM, key PEM).
-    fn issue(issuer: &Issuer<'static, KeyPair>, cn: &str) -> (String, String) {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// Writes `<name>.crt` and `<name>.key` for `cn`.
-    fn write(&self, name: &str, cn: &str) {
-        let (cert, key) = Pki::issue(&self.ca, cn);
-        // Key first: a reader that sees the new certificate sees its key.
-        std::fs::write(self.path(&format!("{name}.key")), key).expect("write key");
-        std::fs::write(self.path(&format!("{name}.crt")), cert).expect("write cert");
-    }
-}
 
 /// What `curl -v -i` said.
 #[derive(Debug)]

@@ -1,10 +1,11 @@
 //! Any UTF-8 text as the `--config.file` YAML: `Capacity::parse` never
-//! panics (nor overflows its stack on deep nesting), errors name the file,
-//! and an accepted file can be applied to a scrape's programs.
+//! panics (nor overflows its stack on deep nesting), errors name the file
+//! (with a line and column, never 0:0, when they are about the YAML), and an
+//! accepted file can be applied to a scrape's programs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sqlalchemy_collectd_exporter::capacity::Capacity;
+use sqlalchemy_collectd_exporter::capacity::{Capacity, ConfigFileError};
 use sqlalchemy_collectd_exporter::route::Pool;
 use sqlalchemy_collectd_exporter::store::sqlalchemy::ProgramSnapshot;
 use std::sync::Arc;
@@ -38,6 +39,13 @@ fuzz_target!(|data: &[u8]| {
             let databases = capacity.apply(&mut programs);
             assert_eq!(databases.len(), capacity.database_rules());
         }
-        Err(e) => assert!(e.to_string().starts_with("fuzz.yml:"), "{e}"),
+        Err(e @ ConfigFileError::Invalid { line, column, .. }) => {
+            assert!(line >= 1 && column >= 1, "{e}");
+            assert!(e.to_string().starts_with("fuzz.yml:"), "{e}");
+        }
+        Err(e @ ConfigFileError::Semantic { .. }) => {
+            assert!(e.to_string().starts_with("fuzz.yml: "), "{e}")
+        }
+        Err(e @ ConfigFileError::Read { .. }) => panic!("parsing reads no file: {e}"),
     }
 });

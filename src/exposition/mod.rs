@@ -19,12 +19,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub fn router(shared: Arc<Shared>, telemetry_path: &str, push_path: &str) -> Router {
-    let landing = landing_page(telemetry_path);
+    // The metrics and push paths take precedence over the API's.
+    let serves_api = telemetry_path != crate::api::PATH && push_path != crate::api::PATH;
+    let landing = landing_page(telemetry_path, serves_api);
     let mut router = Router::new();
     if !push_path.is_empty() && push_path != telemetry_path {
         router = router.route(push_path, post(crate::push::collectd_post));
     }
-    if telemetry_path != crate::api::PATH && push_path != crate::api::PATH {
+    if serves_api {
         router = router.route(crate::api::PATH, get(crate::api::pools));
     }
     router
@@ -146,13 +148,23 @@ async fn reload(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-fn landing_page(telemetry_path: &str) -> String {
+/// `/`: links to the metrics, the pools document (when `serves_api`: a
+/// telemetry or push path can take its place) and the health checks.
+fn landing_page(telemetry_path: &str, serves_api: bool) -> String {
     let version = env!("CARGO_PKG_VERSION");
+    let api = if serves_api {
+        format!(
+            "<li><a href=\"{}\">Pools (JSON, what <code>top</code> reads)</a></li>\n",
+            crate::api::PATH
+        )
+    } else {
+        String::new()
+    };
     format!(
         "<!DOCTYPE html>\n<html><head><title>sqlalchemy-collectd-exporter</title></head>\n<body>\n\
          <h1>sqlalchemy-collectd-exporter {version}</h1>\n\
          <p>SQLAlchemy connection-pool statistics from sqlalchemy-collectd clients and collectd, for Prometheus.</p>\n\
-         <ul>\n<li><a href=\"{telemetry_path}\">Metrics</a></li>\n\
+         <ul>\n<li><a href=\"{telemetry_path}\">Metrics</a></li>\n{api}\
          <li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n\
          </body></html>\n"
     )

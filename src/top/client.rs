@@ -1,13 +1,14 @@
 //! Fetches `GET /api/v1/pools` from a running exporter over HTTP or HTTPS
 //! (rustls with the ring provider; `--ca-file` adds the CA to trust, else the
-//! webpki roots), with basic auth when a user is given. Hands on a
-//! [`Pools`] document or a one-line [`FetchError`].
+//! webpki roots; `--cert-file`/`--key-file` a client certificate for an
+//! exporter that requires one), with basic auth when a user is given. Hands
+//! on a [`Pools`] document or a one-line [`FetchError`].
 
 use crate::api::{PATH, Pools};
 use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use ureq::tls::{PemItem, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig};
 
 /// Environment variable with the basic-auth password, when no
 /// `--password-file` is given.
@@ -22,18 +23,37 @@ pub enum SetupError {
     /// `--url` is not `http://…` or `https://…`.
     #[error("--url {0:?}: must start with http:// or https://")]
     Url(String),
-    /// `--ca-file` with an `http://` URL.
-    #[error("--ca-file needs an https:// --url")]
-    CaWithoutTls,
-    /// The CA file cannot be read.
-    #[error("--ca-file {}: {source}", path.display())]
-    CaRead {
+    /// `--ca-file`, `--cert-file` or `--key-file` (the flag) with an
+    /// `http://` URL.
+    #[error("{0} needs an https:// --url")]
+    NeedsTls(&'static str),
+    /// `--cert-file` without `--key-file`, or the other way round.
+    #[error("--cert-file and --key-file go together")]
+    HalfIdentity,
+    /// A PEM file named by a flag (`--ca-file`, `--cert-file`,
+    /// `--key-file`) cannot be read.
+    #[error("{flag} {}: {source}", path.display())]
+    PemRead {
+        flag: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The CA file holds no PEM certificate, or a broken one.
-    #[error("--ca-file {}: {reason}", path.display())]
-    CaPem { path: PathBuf, reason: String },
+    /// The private key does not fit the certificate, or is of a kind the
+    /// ring provider cannot sign with.
+    #[error("--key-file {}: not usable with --cert-file {}: {reason}", key.display(), cert.display())]
+    Identity {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    /// A PEM file holds no item of the kind its flag needs (certificate or
+    /// private key), or a broken one.
+    #[error("{flag} {}: {reason}", path.display())]
+    Pem {
+        flag: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     /// The password file cannot be read.
     #[error("--password-file {}: {source}", path.display())]
     PasswordRead {
@@ -58,6 +78,9 @@ pub struct FetchError {
 pub struct Options {
     pub url: String,
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM, chain first to last) and its private key.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
     /// The password from the environment, if set.
@@ -86,12 +109,29 @@ impl Client {
                 "sqlalchemy-collectd-exporter-top/",
                 env!("CARGO_PKG_VERSION")
             ));
-        if let Some(path) = &o.ca_file {
+        let identity = match (&o.cert_file, &o.key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => return Err(SetupError::HalfIdentity),
+        };
+        if o.ca_file.is_some() || identity.is_some() {
             if !tls {
-                return Err(SetupError::CaWithoutTls);
+                let flag = if o.ca_file.is_some() {
+                    "--ca-file"
+                } else {
+                    "--cert-file"
+                };
+                return Err(SetupError::NeedsTls(flag));
             }
-            let roots = load_ca(path)?;
-            config = config.tls_config(TlsConfig::builder().root_certs(roots).build());
+            let mut tls_config = TlsConfig::builder();
+            if let Some(path) = &o.ca_file {
+                let certs = load_certs("--ca-file", path)?;
+                tls_config = tls_config.root_certs(RootCerts::new_with_certs(&certs));
+            }
+            if let Some((cert, key)) = identity {
+                tls_config = tls_config.client_cert(Some(load_identity(cert, key)?));
+            }
+            config = config.tls_config(tls_config.build());
         }
         let authorization = match &o.user {
             None => None,
@@ -154,25 +194,77 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
     e.to_string().lines().collect::<Vec<_>>().join(" ")
 }
 
-fn load_ca(path: &Path) -> Result<RootCerts, SetupError> {
-    let pem = std::fs::read(path).map_err(|source| SetupError::CaRead {
+fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
+    std::fs::read(path).map_err(|source| SetupError::PemRead {
+        flag,
         path: path.to_owned(),
         source,
-    })?;
-    let bad = |reason: String| SetupError::CaPem {
+    })
+}
+
+fn bad_pem(flag: &'static str, path: &Path, reason: String) -> SetupError {
+    SetupError::Pem {
+        flag,
         path: path.to_owned(),
         reason,
-    };
+    }
+}
+
+/// Every certificate in a PEM file, in file order; at least one.
+fn load_certs(flag: &'static str, path: &Path) -> Result<Vec<Certificate<'static>>, SetupError> {
+    let pem = read_pem(flag, path)?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
-        if let PemItem::Certificate(c) = item.map_err(|e| bad(one_line(&e)))? {
+        if let PemItem::Certificate(c) = item.map_err(|e| bad_pem(flag, path, one_line(&e)))? {
             certs.push(c);
         }
     }
     if certs.is_empty() {
-        return Err(bad("no PEM certificate in it".into()));
+        return Err(bad_pem(flag, path, "no PEM certificate in it".into()));
     }
-    Ok(RootCerts::new_with_certs(&certs))
+    Ok(certs)
+}
+
+/// The client certificate and its key (the first private key in its file:
+/// PKCS#8, PKCS#1 or SEC1), checked as rustls will use them: ureq builds its
+/// TLS configuration at the first connection and panics on a key that does
+/// not fit.
+fn load_identity(cert: &Path, key: &Path) -> Result<ClientCert, SetupError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    const FLAG: &str = "--key-file";
+    let chain = load_certs("--cert-file", cert)?;
+    let pem = read_pem(FLAG, key)?;
+    let mut private = None;
+    for item in ureq::tls::parse_pem(&pem) {
+        if let PemItem::PrivateKey(k) = item.map_err(|e| bad_pem(FLAG, key, one_line(&e)))? {
+            private = Some(k);
+            break;
+        }
+    }
+    // Both parsers are rustls-pki-types' PEM reader: the same first key.
+    let (Some(private), Ok(key_der)) = (private, PrivateKeyDer::from_pem_slice(&pem)) else {
+        return Err(bad_pem(FLAG, key, "no PEM private key in it".into()));
+    };
+    let chain_der = chain
+        .iter()
+        .map(|c| CertificateDer::from(c.der().to_vec()))
+        .collect();
+    rustls::sign::CertifiedKey::from_der(
+        chain_der,
+        key_der,
+        &rustls::crypto::ring::default_provider(),
+    )
+    .map_err(|e| SetupError::Identity {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        reason: match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                "the certificate is for another key".into()
+            }
+            e => one_line(&e),
+        },
+    })?;
+    Ok(ClientCert::new_with_certs(&chain, private))
 }
 
 /// The first line of the file: the password, without its line ending.
@@ -245,6 +337,73 @@ mod tests {
                 path.display()
             ))
         );
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_https() {
+        let msg = |o: &Options| Client::new(o).err().map(|e| e.to_string());
+        let mut o = options("https://x");
+        o.cert_file = Some("/nonexistent.crt".into());
+        assert_eq!(
+            msg(&o).as_deref(),
+            Some("--cert-file and --key-file go together")
+        );
+        o.cert_file = None;
+        o.key_file = Some("/nonexistent.key".into());
+        assert_eq!(
+            msg(&o).as_deref(),
+            Some("--cert-file and --key-file go together")
+        );
+        o.cert_file = Some("/nonexistent.crt".into());
+        assert_eq!(
+            msg(&o).as_deref(),
+            Some("--cert-file /nonexistent.crt: No such file or directory (os error 2)")
+        );
+        o.url = "http://x".into();
+        assert_eq!(
+            msg(&o).as_deref(),
+            Some("--cert-file needs an https:// --url")
+        );
+    }
+
+    #[test]
+    fn a_key_file_without_its_key_is_refused() {
+        let dir = std::env::temp_dir();
+        let id = std::process::id();
+        let (cert, key) = (
+            dir.join(format!("sce-top-cert-{id}.pem")),
+            dir.join(format!("sce-top-key-{id}.pem")),
+        );
+        let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&cert, issued.cert.pem()).unwrap();
+        // The certificate is not its key.
+        std::fs::write(&key, issued.cert.pem()).unwrap();
+        let mut o = options("https://x");
+        o.cert_file = Some(cert.clone());
+        o.key_file = Some(key.clone());
+        let refused = Client::new(&o).err().map(|e| e.to_string());
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&key, other.serialize_pem()).unwrap();
+        let mismatched = Client::new(&o).err().map(|e| e.to_string());
+        std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+        let accepted = Client::new(&o).is_ok();
+        let _ = (std::fs::remove_file(&cert), std::fs::remove_file(&key));
+        assert_eq!(
+            refused,
+            Some(format!(
+                "--key-file {}: no PEM private key in it",
+                key.display()
+            ))
+        );
+        assert_eq!(
+            mismatched,
+            Some(format!(
+                "--key-file {}: not usable with --cert-file {}: the certificate is for another key",
+                key.display(),
+                cert.display()
+            ))
+        );
+        assert!(accepted);
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub struct TopArgs {
     #[arg(long = "ca-file", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 
+    /// PEM file with the client certificate (chain) to present to an exporter that requires one.
+    #[arg(long = "cert-file", value_name = "FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+
+    /// PEM file with the private key of --cert-file.
+    #[arg(long = "key-file", value_name = "FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+
     /// Basic-auth user; the password comes from --password-file or the environment variable
     /// SQLALCHEMY_COLLECTD_EXPORTER_PASSWORD.
     #[arg(long, value_name = "NAME")]
@@ -73,6 +81,8 @@ pub fn run(args: &TopArgs) -> Result<(), TopError> {
     let client = Client::new(&Options {
         url: args.url.clone(),
         ca_file: args.ca_file.clone(),
+        cert_file: args.cert_file.clone(),
+        key_file: args.key_file.clone(),
         user: args.user.clone(),
         password_file: args.password_file.clone(),
         password_env: std::env::var(client::PASSWORD_ENV).ok(),

@@ -1,12 +1,14 @@
 //! Shared by the integration tests: an exporter started in-process on
 //! ephemeral loopback ports (its own runtime on its own thread, so tests are
 //! plain blocking code), UDP sending, scraping, parsing and polling;
-//! [`client`] drives the real Python client (`tests/clients/app.py`).
+//! [`client`] drives the real Python client (`tests/clients/app.py`),
+//! [`pki`] makes certificates for TLS.
 
 #![allow(dead_code)]
 
 pub mod client;
 pub mod daemon;
+pub mod pki;
 
 use sqlalchemy_collectd_exporter::config::Config;
 use sqlalchemy_collectd_exporter::server;
@@ -300,8 +302,18 @@ pub fn sum(samples: &BTreeMap<String, f64>, prefix: &str) -> f64 {
 /// Sends datagrams and waits until the exporter has judged every value list
 /// in them (stored or rejected); returns the scrape at that point.
 pub fn send_and_settle(e: &Exporter, datagrams: &[Vec<u8>], value_lists: usize) -> String {
+    send_and_settle_with(e, datagrams, value_lists, || scrape(e.http))
+}
+
+/// [`send_and_settle`], scraping with `scrape` (say, over TLS).
+pub fn send_and_settle_with(
+    e: &Exporter,
+    datagrams: &[Vec<u8>],
+    value_lists: usize,
+    scrape: impl Fn() -> String,
+) -> String {
     const P: &str = "sqlalchemy_collectd_exporter_";
-    let before = samples(&scrape(e.http));
+    let before = samples(&scrape());
     let judged = |s: &BTreeMap<String, f64>| {
         sum(s, &format!("{P}value_lists_accepted_total"))
             + sum(s, &format!("{P}value_lists_rejected_total"))
@@ -315,7 +327,7 @@ pub fn send_and_settle(e: &Exporter, datagrams: &[Vec<u8>], value_lists: usize) 
     let want_judged = base_judged + value_lists as f64;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = scrape(e.http);
+        let text = scrape();
         let s = samples(&text);
         if sum(&s, &format!("{P}datagrams_received_total")) == want_dgrams
             && judged(&s) == want_judged
