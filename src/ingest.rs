@@ -63,6 +63,8 @@ pub fn receive(
     }
     let fd = socket.as_raw_fd();
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    // Kept from one batch to the next (see `recycle`).
+    let mut spare_fast: Vec<(ClientReport<'static>, Sample)> = Vec::with_capacity(BATCH);
     let mut buf = BytesMut::zeroed(BATCH * SLOT);
     // Only the pages a large datagram is written to become resident.
     let mut overflow = vec![0u8; BATCH * OVERFLOW];
@@ -102,7 +104,7 @@ pub fn receive(
         let keys = keys.as_deref();
         let all = buf.freeze();
         // Reports of the real client's shape, borrowed from `all`.
-        let mut fast = Vec::with_capacity(received.len());
+        let mut fast = recycle(std::mem::take(&mut spare_fast));
         for (i, &(len, from)) in received.iter().enumerate() {
             let start = i * SLOT;
             if len > SLOT {
@@ -141,7 +143,7 @@ pub fn receive(
             );
         }
         apply_with(&shared, &mut batch, &fast);
-        drop(fast);
+        spare_fast = recycle(fast);
         if received.len() < BATCH / 4 {
             std::thread::sleep(GATHER);
         }
@@ -151,6 +153,15 @@ pub fn receive(
             .try_into_mut()
             .unwrap_or_else(|_| BytesMut::zeroed(BATCH * SLOT));
     }
+}
+
+/// An empty vector with `v`'s allocation, for elements of another lifetime:
+/// what lets the receive loop keep vectors of borrowed data across batches.
+/// (Collecting an emptied vector's iterator into one whose elements have the
+/// same size and alignment reuses its buffer.)
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
 }
 
 fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {

@@ -114,6 +114,7 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     // A large scrape takes a while: off the async workers, so that other
     // requests (health checks, pushes) are not held up behind it.
     let encoded = tokio::task::spawn_blocking(move || {
+        yield_to_ingest();
         let encoded = encode(scrape(&shared, now), format);
         // Its temporaries are freed by now; give their pages back.
         crate::memory::release_free_memory();
@@ -128,6 +129,20 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
             tracing::error!("encoding the scrape failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response()
         }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10), so that on a
+/// busy core the receive threads run first: a datagram waits in a socket
+/// buffer of bounded size, a scrape can wait for the CPU. (On Linux the nice
+/// value is per thread; the blocking pool's threads run scrapes and other
+/// work that is not urgent.)
+fn yield_to_ingest() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only changes the nice value of the calling thread
+    // (`who` 0); it touches no memory.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
 }
 
