@@ -4,14 +4,16 @@
 //! capture) and a collectd-layout datagram of exactly 30 value lists built
 //! with the encoder (none of the captures has 30). The benchmark example
 //! times the same inputs in-process for its table (`decode_inputs` is shared
-//! with it).
+//! with it). The client's datagram is also timed on ingest's fast path
+//! (`client_report` + `route_client`), which takes it without `decode`.
 
 #[path = "../examples/support/load.rs"]
 mod load;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sqlalchemy_collectd_exporter::collectd::decode;
+use sqlalchemy_collectd_exporter::collectd::{client_report, decode};
+use sqlalchemy_collectd_exporter::route::route_client;
 use std::hint::black_box;
 
 /// (name, datagram, value lists it must decode to).
@@ -41,6 +43,16 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| decode(black_box(&datagram)).map(|p| p.value_lists.len()))
         });
+        // What ingest runs for datagrams of the client's shape.
+        if client_report(&datagram).is_some() {
+            g.bench_function(format!("{name}_fast_path"), |b| {
+                b.iter(|| {
+                    client_report(black_box(&datagram))
+                        .and_then(|r| route_client(&r))
+                        .is_some()
+                })
+            });
+        }
     }
     g.finish();
 }
