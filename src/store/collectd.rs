@@ -222,22 +222,23 @@ impl Live {
             kind: Kind,
             series: HashMap<&'a LabelSet, Sample<'a>, foldhash::fast::FixedState>,
         }
-        // Each value list's labels, built once and borrowed by its samples.
-        let label_sets: Vec<LabelSet> = self
+        // Each value list's plugin, type and labels, split and built once;
+        // the labels are borrowed by its samples.
+        let parsed: Vec<(&str, &str, LabelSet)> = self
             .entries
             .iter()
             .map(|e| {
-                let (host, plugin, plugin_instance, _, type_instance) = identity(&e.key);
-                labels(plugin, plugin_instance, type_instance, host, host_label)
+                let (host, plugin, plugin_instance, type_, type_instance) = identity(&e.key);
+                let labels = labels(plugin, plugin_instance, type_instance, host, host_label);
+                (plugin, type_, labels)
             })
             .collect();
         let mut index: HashMap<String, usize, foldhash::fast::FixedState> = HashMap::default();
         let mut families: Vec<Building> = Vec::new();
         let mut conflicts = Conflicts::default();
         let mut name = String::new();
-        for (e, labels) in self.entries.iter().zip(&label_sets) {
-            let key: &str = &e.key;
-            let (_, plugin, _, type_, _) = identity(key);
+        for (e, (plugin, type_, labels)) in self.entries.iter().zip(&parsed) {
+            let (key, plugin, type_): (&str, &str, &str) = (&e.key, plugin, type_);
             let ds_names = types.names(type_, e.values.len());
             for (i, v) in e.values.iter().enumerate() {
                 let ds = match ds_names {
