@@ -1,21 +1,15 @@
-//! `GET /api/v1/pools`: the SQLAlchemy part of a scrape as one JSON document,
-//! for `sqlalchemy-collectd-exporter top` and for scripts (`curl … | jq`).
+//! The document of `GET /api/v1/pools`: the SQLAlchemy part of a scrape as
+//! one JSON document, for `sqlalchemy-collectd-exporter top` and for scripts
+//! (`curl … | jq`). The handler is `crate::http::api`.
 //!
-//! Takes the same [`Scrape`] as `/metrics` (sorted by host and program,
-//! capacities applied) and the server's wall clock; hands on a [`Pools`]
-//! document whose schema the README describes. The types derive both
-//! `Serialize` and `Deserialize`, so the `top` client reads exactly what this
-//! module writes.
+//! Takes the same per-program snapshot as `/metrics` (sorted by host and
+//! program, capacities applied) and the server's wall clock; hands on a
+//! [`Pools`] document whose schema the README describes. The types derive
+//! both `Serialize` and `Deserialize`, so the `top` client reads exactly what
+//! this module writes; `top` depends on nothing else of the server.
 
-use crate::exposition::families::Scrape;
-use crate::server::Shared;
 use crate::store::sqlalchemy::ProgramSnapshot;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::time::Instant;
 
 /// Where the document is served.
 pub const PATH: &str = "/api/v1/pools";
@@ -105,21 +99,14 @@ pub struct Transactions {
     pub transactions: u64,
 }
 
-/// Builds the document from a scrape at `now_unix` (the exporter's clock).
-pub fn document(scrape: &Scrape, now_unix: f64) -> Pools {
+/// Builds the document from a scrape's programs at `now_unix` (the
+/// exporter's clock).
+pub fn document(programs: &[ProgramSnapshot], exporter: Exporter, now_unix: f64) -> Pools {
     Pools {
-        exporter: Exporter {
-            version: scrape.build.version.to_owned(),
-            revision: scrape.build.revision.to_owned(),
-        },
+        exporter,
         server_time_unix: now_unix,
         late_after_intervals: LATE_AFTER_INTERVALS,
-        programs: scrape
-            .sqla
-            .programs
-            .iter()
-            .map(|p| program(p, now_unix))
-            .collect(),
+        programs: programs.iter().map(|p| program(p, now_unix)).collect(),
     }
 }
 
@@ -167,23 +154,6 @@ fn program(p: &ProgramSnapshot, now_unix: f64) -> Program {
     }
 }
 
-/// The handler: one scrape, encoded as JSON.
-pub async fn pools(State(shared): State<Arc<Shared>>) -> Response {
-    let scrape = crate::exposition::scrape(&shared, Instant::now());
-    let doc = document(&scrape, crate::store::Now::wall().unix);
-    match serde_json::to_string(&doc) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "encoding the pools document failed");
-            (
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "encoding failed\n",
-            )
-                .into_response()
-        }
-    }
-}
-
 /// A gauge as a JSON integer when it is one, so `"connections": 3` rather
 /// than `3.0`; non-finite values (which the store refuses anyway) as `null`.
 mod gauge {
@@ -223,8 +193,15 @@ mod opt_gauge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exposition::families::BuildInfo;
     use crate::route::Pool;
+
+    fn document(programs: &[ProgramSnapshot], now_unix: f64) -> Pools {
+        let exporter = Exporter {
+            version: "1.2.3".into(),
+            revision: "abc".into(),
+        };
+        super::document(programs, exporter, now_unix)
+    }
 
     fn snapshot(host: &str, program: &str, processes: u64, last: f64) -> ProgramSnapshot {
         ProgramSnapshot {
@@ -246,21 +223,8 @@ mod tests {
         }
     }
 
-    fn scrape(programs: Vec<ProgramSnapshot>) -> Scrape {
-        let mut s = Scrape {
-            sqla: Default::default(),
-            databases: Vec::new(),
-            reload: Default::default(),
-            generic: Default::default(),
-            telemetry: Default::default(),
-            build: BuildInfo {
-                version: "1.2.3",
-                revision: "abc",
-                start_time_unix: 0.0,
-            },
-        };
-        s.sqla.programs = programs;
-        s
+    fn scrape(programs: Vec<ProgramSnapshot>) -> Vec<ProgramSnapshot> {
+        programs
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The binary: flags → `Config`, logging, bind every listener, serve until
-//! SIGINT or SIGTERM. A bad flag or an address that cannot be bound exits
-//! non-zero with a one-line reason.
+//! SIGINT or SIGTERM; SIGHUP reloads every file. A bad flag or an address
+//! that cannot be bound exits non-zero with a one-line reason.
 
 use clap::error::ErrorKind;
-use sqlalchemy_collectd_exporter::capacity::Capacity;
-use sqlalchemy_collectd_exporter::config::{Args, Command, Config, LogFormat, LogLevel};
+use sqlalchemy_collectd_exporter::cli::{Args, Command};
+use sqlalchemy_collectd_exporter::config::file::Capacity;
+use sqlalchemy_collectd_exporter::config::web::WebConfig;
+use sqlalchemy_collectd_exporter::config::{Config, LogFormat, LogLevel};
 use sqlalchemy_collectd_exporter::manual;
 use sqlalchemy_collectd_exporter::server;
-use sqlalchemy_collectd_exporter::webconfig::WebConfig;
+use sqlalchemy_collectd_exporter::store::Now;
 use std::process::ExitCode;
 use tracing_subscriber::prelude::*;
 
@@ -112,22 +114,15 @@ fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let bound = server::bind(&config)?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
-        let shared = bound.shared.clone();
+        let reloader = bound.reloader.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let Ok(mut hup) = signal(SignalKind::hangup()) else {
                 return;
             };
+            // The same reload as POST /-/reload; it logs each file's outcome.
             while hup.recv().await.is_some() {
-                if let Err(e) = shared.reload_auth_file() {
-                    tracing::error!(error = %e, "auth file reload failed; keeping the previous users");
-                }
-                if let Err(e) = shared.reload_config() {
-                    tracing::error!(error = %e, "config file reload failed; keeping the previous configuration");
-                }
-                if let Err(e) = shared.reload_web_config() {
-                    tracing::error!(error = %e, "web config file reload failed; keeping the previous one");
-                }
+                reloader.reload(Now::wall().unix);
             }
         });
         server::run(

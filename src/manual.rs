@@ -3,7 +3,7 @@
 //! Both render into memory; `main` writes the bytes to stdout (a closed pipe is
 //! then an error to report, not a panic inside a generator).
 
-use crate::config::Args;
+use crate::cli::Args;
 use clap::CommandFactory;
 use clap_mangen::roff::{Roff, bold, roman};
 

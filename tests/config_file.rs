@@ -84,7 +84,16 @@ fn capacity_and_databases_follow_the_config_file_and_reload() {
     // A valid change applies at once.
     std::fs::write(&path, config(POOL_SIZE + 1)).expect("rewrite");
     let r = common::post(e.http, "/-/reload", b"");
-    assert_eq!(r, (200, "reloaded\n".to_owned()));
+    assert_eq!(
+        r,
+        (
+            200,
+            format!(
+                "config file {}: reloaded (1 pool entries, 1 databases)\n",
+                path.display()
+            )
+        )
+    );
     let s = common::samples(&common::scrape(e.http));
     let per_pool = (POOL_SIZE + 1 + MAX_OVERFLOW) as f64;
     assert_eq!(
@@ -99,7 +108,7 @@ fn capacity_and_databases_follow_the_config_file_and_reload() {
     assert_eq!(
         text,
         format!(
-            "{}:3:5: pools[0]: unknown field `pool_sise`, expected one of `programs`, `hosts`, `pool_size`, `max_overflow`\n",
+            "config file: not reloaded, the last good one stays: {}:3:5: pools[0]: unknown field `pool_sise`, expected one of `programs`, `hosts`, `pool_size`, `max_overflow`\n",
             path.display()
         )
     );

@@ -5,7 +5,8 @@
 //! missing one fails the test (scripts/test.sh installs them).
 
 use clap::CommandFactory;
-use sqlalchemy_collectd_exporter::config::{Args, Config};
+use sqlalchemy_collectd_exporter::cli::Args;
+use sqlalchemy_collectd_exporter::config::Config;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};

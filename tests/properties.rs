@@ -6,11 +6,13 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
+use sqlalchemy_collectd_exporter::collectd::typesdb::TypesDb;
 use sqlalchemy_collectd_exporter::collectd::{
     CdTime, Encoder, Identity, MAX_STRING_BYTES, Packet, Protection, Value, ValueList, Values,
     client_report, decode, part,
 };
 use sqlalchemy_collectd_exporter::exposition::families::{Kind, Scrape};
+use sqlalchemy_collectd_exporter::exposition::generic::resolve;
 use sqlalchemy_collectd_exporter::exposition::{Format, encode};
 use sqlalchemy_collectd_exporter::route::{
     Cumulative, Pool, ProcessKey, Record, Sample, SqlaRecord, route, route_client,
@@ -19,7 +21,6 @@ use sqlalchemy_collectd_exporter::store::collectd::GenericStore;
 use sqlalchemy_collectd_exporter::store::sqlalchemy::{ApplyError, Limits, Snapshot, SqlaStore};
 use sqlalchemy_collectd_exporter::store::{Freshness, Now};
 use sqlalchemy_collectd_exporter::telemetry::Telemetry;
-use sqlalchemy_collectd_exporter::typesdb::TypesDb;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
@@ -1322,7 +1323,7 @@ proptest! {
         };
         let _ = sqla.apply(&pool, now);
 
-        let snap = generic.snapshot(now.at, &types, "instance");
+        let snap = resolve(&generic.live(now.at), &types, "instance");
         let mut family_kinds: BTreeMap<String, Kind> = BTreeMap::new();
         let mut exposed: BTreeSet<(String, Vec<(String, String)>)> = BTreeSet::new();
         for f in &snap.families {

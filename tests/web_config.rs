@@ -286,7 +286,16 @@ fn reload_applies_users_and_keeps_the_last_good_file() {
     assert_eq!(status(&old), Some(200));
 
     write_web_config(&pki, "", "changed");
-    assert_eq!(reload(&old), (Some(200), "reloaded\n".to_owned()));
+    assert_eq!(
+        reload(&old),
+        (
+            Some(200),
+            format!(
+                "web config file {}: reloaded (TLS, client certificates: NoClientCert, 1 basic-auth users, 2 headers)\n",
+                config.display()
+            )
+        )
+    );
     assert_eq!(status(&old), Some(401));
     assert_eq!(status(&new), Some(200));
 
@@ -300,7 +309,7 @@ fn reload_applies_users_and_keeps_the_last_good_file() {
     assert_eq!(code, Some(500));
     assert!(
         text.starts_with(&format!(
-            "{}:5:3: basic_auth_users.prometheus: not a bcrypt hash",
+            "web config file: not reloaded, the last good one stays: {}:5:3: basic_auth_users.prometheus: not a bcrypt hash",
             config.display()
         )),
         "{text}"
@@ -314,7 +323,7 @@ fn reload_applies_users_and_keeps_the_last_good_file() {
     assert_eq!(
         text,
         format!(
-            "{}: tls_server_config: turning TLS off needs a restart\n",
+            "web config file: not reloaded, the last good one stays: {}: tls_server_config: turning TLS off needs a restart\n",
             config.display()
         )
     );

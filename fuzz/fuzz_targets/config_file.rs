@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sqlalchemy_collectd_exporter::capacity::{Capacity, ConfigFileError};
+use sqlalchemy_collectd_exporter::config::file::{Capacity, ConfigFileError};
 use sqlalchemy_collectd_exporter::route::Pool;
 use sqlalchemy_collectd_exporter::store::sqlalchemy::ProgramSnapshot;
 use std::sync::Arc;

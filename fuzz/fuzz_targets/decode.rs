@@ -1,8 +1,10 @@
 //! Any bytes as a datagram: `decode` and `decode_with` (the test captures'
 //! keys) never panic; what they decode is well formed, survives being written
-//! again, and goes through routing, the stores and a scrape in both formats,
-//! which must stay valid (each family declared once). The fast path for the
-//! real client's datagrams agrees with `decode` on every datagram it takes.
+//! again. The datagram then goes through the production ingest sink (fast
+//! path, decode, route, stores, accounting), with and without the keys, and
+//! the production scrape in both formats must stay valid (each family
+//! declared once). The fast path for the real client's datagrams agrees with
+//! `decode` on every datagram it takes.
 #![no_main]
 
 use bytes::Bytes;
@@ -25,7 +27,6 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!((vl.time, vl.interval), (report.time, report.interval));
         assert_eq!(vl.values.as_ref(), report.values);
     }
-    let mut pipeline = Pipeline::new();
     for result in [decode(&datagram), decode_with(&datagram, Some(keys()))] {
         match result {
             Ok(packet) => {
@@ -33,14 +34,13 @@ fuzz_target!(|data: &[u8]| {
                     // Nothing protected: both decodes must agree.
                     check_round_trip(&packet);
                 }
-                pipeline.ingest(packet.value_lists);
             }
-            Err(e) => {
-                // Every error has a metric label and a message.
-                assert!(!e.kind().is_empty() && !e.to_string().is_empty());
-                pipeline.telemetry().decode_error(&e);
-            }
+            // Every error has a metric label and a message.
+            Err(e) => assert!(!e.kind().is_empty() && !e.to_string().is_empty()),
         }
     }
-    pipeline.scrape_and_check();
+    for mut pipeline in [Pipeline::new(), Pipeline::with_auth_file()] {
+        pipeline.datagram(data);
+        pipeline.scrape_and_check();
+    }
 });

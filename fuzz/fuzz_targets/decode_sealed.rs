@@ -73,12 +73,8 @@ fuzz_target!(|data: &[u8]| {
         (Some(_), Err(_)) if !payload.is_empty() => assert!(result.is_err()),
         _ => {}
     }
-    if let Ok(packet) = decode_with(
-        &Bytes::from(seal::sign(USER, PASSWORD, payload)),
-        Some(keys()),
-    ) {
-        let mut pipeline = Pipeline::new();
-        pipeline.ingest(packet.value_lists);
-        pipeline.scrape_and_check();
-    }
+    // Through the production sink with the keys, as a receive thread would.
+    let mut pipeline = Pipeline::with_auth_file();
+    pipeline.datagram(&seal::sign(USER, PASSWORD, payload));
+    pipeline.scrape_and_check();
 });

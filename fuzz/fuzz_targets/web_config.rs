@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sqlalchemy_collectd_exporter::webconfig::{WebConfig, WebConfigError};
+use sqlalchemy_collectd_exporter::config::web::{WebConfig, WebConfigError};
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

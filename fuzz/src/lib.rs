@@ -1,18 +1,25 @@
-//! What the fuzz targets share: the auth-file keys of the test captures and a
-//! small exporter pipeline (route → stores → scrape in both formats) that
-//! checks what the real server would serve, without sockets or threads.
+//! What the fuzz targets share: the auth-file keys of the test captures and
+//! the exporter's own pipeline — the production ingest `Sink` (fast path,
+//! decode, security level, route, apply, accounting) and the production
+//! scrape assembly (`snapshot::Sources`) encoded in both formats — checked
+//! for what the real server would serve, without sockets or threads.
 
-use sqlalchemy_collectd_exporter::capacity::Capacity;
-use sqlalchemy_collectd_exporter::collectd::{Encoder, Keys, Packet, ValueList, decode};
-use sqlalchemy_collectd_exporter::exposition::families::{self, Scrape};
-use sqlalchemy_collectd_exporter::exposition::{openmetrics, text};
-use sqlalchemy_collectd_exporter::route::{Record, route};
-use sqlalchemy_collectd_exporter::store::collectd::GenericStore;
-use sqlalchemy_collectd_exporter::store::sqlalchemy::{Limits, SqlaStore};
-use sqlalchemy_collectd_exporter::store::{Freshness, Now};
-use sqlalchemy_collectd_exporter::telemetry::Telemetry;
-use sqlalchemy_collectd_exporter::typesdb::TypesDb;
+use bytes::Bytes;
+use sqlalchemy_collectd_exporter::collectd::typesdb::TypesDb;
+use sqlalchemy_collectd_exporter::collectd::{
+    Encoder, Keys, Packet, SecurityLevel, ValueList, decode,
+};
+use sqlalchemy_collectd_exporter::config::file::Capacity;
+use sqlalchemy_collectd_exporter::exposition::families::BuildInfo;
+use sqlalchemy_collectd_exporter::exposition::{Format, encode};
+use sqlalchemy_collectd_exporter::ingest::{Allow, Batch, Sink};
+use sqlalchemy_collectd_exporter::snapshot::Sources;
+use sqlalchemy_collectd_exporter::state::{Current, Reloader};
+use sqlalchemy_collectd_exporter::store::sqlalchemy::Limits;
+use sqlalchemy_collectd_exporter::store::{Freshness, Now, Stores};
+use sqlalchemy_collectd_exporter::telemetry::{Listener, Telemetry};
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -22,9 +29,11 @@ pub const PASSWORD: &str = "wonderland";
 
 pub fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        Keys::parse(&format!("{USER}: {PASSWORD}\n"), "fuzz-auth").expect("auth file parses")
-    })
+    KEYS.get_or_init(new_keys)
+}
+
+fn new_keys() -> Keys {
+    Keys::parse(&format!("{USER}: {PASSWORD}\n"), "fuzz-auth").expect("auth file parses")
 }
 
 /// A config file whose rules match some of what the fuzzer sends, so that
@@ -100,15 +109,16 @@ pub fn check_round_trip(packet: &Packet) {
     }
 }
 
-/// The exporter's stores with small limits (so the limits are reached), fed
-/// value lists the way ingest feeds them, and scraped as `/metrics` would be.
+/// The exporter's production pipeline with small limits (so the limits are
+/// reached): the ingest `Sink` fed as a receive thread feeds it, and the
+/// scrape's `Sources` encoded as `/metrics` would be.
 pub struct Pipeline {
-    sqla: SqlaStore,
-    generic: GenericStore,
-    telemetry: Telemetry,
+    sink: Sink,
+    sources: Sources,
+    listener: Arc<Listener>,
     now: Now,
-    /// Value lists the stores accepted.
-    stored: u64,
+    /// Datagrams handed to the sink.
+    datagrams: u64,
 }
 
 impl Default for Pipeline {
@@ -117,88 +127,131 @@ impl Default for Pipeline {
     }
 }
 
+const FROM: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 25826);
+
 impl Pipeline {
+    /// Without keys: signed data is accepted unverified, encrypted refused.
     pub fn new() -> Self {
+        Self::with_keys(None)
+    }
+
+    /// With the test captures' auth file.
+    pub fn with_auth_file() -> Self {
+        Self::with_keys(Some(new_keys()))
+    }
+
+    fn with_keys(keys: Option<Keys>) -> Self {
         let freshness = Freshness::default();
+        let limits = Limits {
+            max_processes: 16,
+            max_programs: 8,
+        };
+        let stores = Arc::new(Stores::new(freshness, limits, 64));
+        let telemetry = Arc::new(Telemetry::default());
+        let sink = Sink::new(
+            stores.clone(),
+            telemetry.clone(),
+            Arc::new(Current::new(keys)),
+            Allow::default(),
+            SecurityLevel::None,
+        );
+        let unix = 1_795_289_844.5;
+        let sources = Sources {
+            stores,
+            telemetry,
+            capacity: Arc::new(Current::new(capacity().clone())),
+            reloader: Arc::new(Reloader::new(unix)),
+            typesdb: Arc::new(typesdb().clone()),
+            host_label: "instance".into(),
+            build: BuildInfo {
+                version: "0.0.0",
+                revision: "fuzz",
+                start_time_unix: unix,
+            },
+        };
+        let listener = sources.telemetry.add_listener(Listener {
+            address: FROM,
+            label: FROM.to_string(),
+            datagrams: 0.into(),
+            bytes: 0.into(),
+            receive_buffer: 0,
+            inode: None,
+        });
         Pipeline {
-            sqla: SqlaStore::new(
-                freshness,
-                Limits {
-                    max_processes: 16,
-                    max_programs: 8,
-                },
-            ),
-            generic: GenericStore::new(freshness, 64),
-            telemetry: Telemetry::default(),
+            sink,
+            sources,
+            listener,
             now: Now {
                 at: Instant::now(),
-                unix: 1_795_289_844.5,
+                unix,
             },
-            stored: 0,
+            datagrams: 0,
         }
     }
 
-    /// Routes and applies value lists as `ingest` does, one receive time per call.
+    /// One datagram, handed to the sink as a receive thread hands it on
+    /// (the client's shape on the fast path, anything else decoded), and
+    /// applied as one batch; one receive time per call.
+    pub fn datagram(&mut self, datagram: &[u8]) {
+        let buffer = Bytes::copy_from_slice(datagram);
+        let keys = self.sink.keys();
+        let mut batch = Batch::new();
+        self.sink.datagram(
+            &buffer,
+            0..buffer.len(),
+            FROM,
+            keys.as_ref().as_ref(),
+            &self.listener,
+            &mut batch,
+        );
+        self.sink.apply_at(&mut batch, self.now);
+        self.datagrams += 1;
+        self.now = self.now.after(Duration::from_millis(1500));
+    }
+
+    /// Value lists as the write_http push hands them on; one receive time
+    /// per call.
     pub fn ingest(&mut self, value_lists: Vec<ValueList>) {
-        self.telemetry
-            .value_lists_received(value_lists.len() as u64);
-        let mut accepted = 0;
-        for vl in value_lists {
-            check_value_list(&vl);
-            let result = match route(vl) {
-                Ok(Record::Sqla(r)) => self.sqla.apply(&r, self.now),
-                Ok(Record::Generic(vl)) => self.generic.apply(&vl, self.now),
-                Err(e) => {
-                    self.telemetry.value_list_rejected(e.reason());
-                    continue;
-                }
-            };
-            match result {
-                Ok(()) => accepted += 1,
-                Err(e) => self.telemetry.value_list_rejected(e.reason()),
-            }
+        for vl in &value_lists {
+            check_value_list(vl);
         }
-        self.telemetry.value_lists_accepted(accepted);
-        self.stored += accepted;
+        self.sink.value_lists_at(value_lists, "fuzz", self.now);
         self.now = self.now.after(Duration::from_millis(1500));
     }
 
     pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
+        self.sink.telemetry()
     }
 
-    /// Scrapes now in both formats (when anything was stored: the scrape of
-    /// empty stores never changes), then checks that everything is forgotten
-    /// once the longest interval and `forget_after` have passed.
+    /// Scrapes now in both formats, checks the counters' accounting, then
+    /// checks that everything is forgotten once the longest interval and
+    /// `forget_after` have passed.
     pub fn scrape_and_check(&mut self) {
-        if self.stored > 0 {
+        let t = self.telemetry().snapshot();
+        let rejected: u64 = t.value_lists_rejected.iter().map(|(_, n)| n).sum();
+        assert_eq!(
+            t.value_lists_received,
+            t.value_lists_accepted + rejected,
+            "every value list received is accepted or rejected by a reason"
+        );
+        let counted: u64 = t.listeners.iter().map(|l| l.datagrams).sum();
+        assert_eq!(counted, self.datagrams, "every datagram counted on its listener");
+        if t.value_lists_accepted > 0 {
             self.check_scrape(self.now.at);
         }
         let later = self.now.after(Duration::from_secs(4 * 24 * 3600)).at;
-        self.sqla.sweep(later);
-        self.generic.sweep(later);
-        let sqla = self.sqla.snapshot(later);
-        assert!(sqla.programs.is_empty(), "programs never forgotten");
-        assert_eq!(sqla.tracked_processes, 0, "processes never forgotten");
-        let generic = self.generic.snapshot(later, typesdb(), "instance");
-        assert!(generic.families.is_empty() && generic.value_lists == 0);
+        self.sources.stores.sweep(later);
+        let scrape = self.sources.scrape(later);
+        assert!(scrape.sqla.programs.is_empty(), "programs never forgotten");
+        assert_eq!(scrape.sqla.tracked_processes, 0, "processes never forgotten");
+        assert!(scrape.generic.families.is_empty() && scrape.generic.value_lists == 0);
     }
 
     fn check_scrape(&self, at: Instant) {
-        let mut sqla = self.sqla.snapshot(at);
-        let databases = capacity().apply(&mut sqla.programs);
-        let scrape = Scrape {
-            sqla,
-            databases,
-            generic: self.generic.snapshot(at, typesdb(), "instance"),
-            telemetry: self.telemetry.snapshot(),
-            ..Scrape::default()
-        };
-        let mut text = String::new();
-        families::write(&scrape, &mut text::TextWriter::new(&mut text)).expect("text encodes");
+        let scrape = self.sources.scrape(at);
+        let (text, _) = encode(scrape.clone(), Format::Text).expect("text encodes");
         check_exposition(&text, "text");
-        let mut om = String::new();
-        openmetrics::encode(Arc::new(scrape), &mut om).expect("OpenMetrics encodes");
+        let (om, _) = encode(scrape, Format::OpenMetrics).expect("OpenMetrics encodes");
         assert!(om.ends_with("# EOF\n"), "OpenMetrics without # EOF");
         check_exposition(&om, "OpenMetrics");
     }

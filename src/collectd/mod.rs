@@ -9,6 +9,7 @@ mod decode;
 mod encode;
 pub mod json;
 pub mod security;
+pub mod typesdb;
 
 pub use decode::{
     ClientReport, DecodeError, MAX_STRING_BYTES, Rejection, client_report, decode, decode_with,

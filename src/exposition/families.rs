@@ -3,9 +3,9 @@
 //! Both output formats implement [`FamilyWriter`], so they cannot disagree on
 //! what is exported. Help texts are static: nothing from a packet goes there.
 
-use crate::capacity::DatabaseSnapshot;
-use crate::server::ReloadStatus;
-use crate::store::collectd::GenericSnapshot;
+use super::generic::GenericSnapshot;
+use crate::config::file::DatabaseSnapshot;
+use crate::state::{ConfigFile, ReloadStatus};
 use crate::store::sqlalchemy::{ProgramSnapshot, Snapshot as SqlaSnapshot};
 use crate::telemetry::TelemetrySnapshot;
 use std::fmt;
@@ -53,7 +53,9 @@ pub trait FamilyWriter {
 pub struct Scrape {
     pub sqla: SqlaSnapshot,
     pub databases: Vec<DatabaseSnapshot>,
-    pub reload: ReloadStatus,
+    /// The last reload of each file: the config file's always (a reload
+    /// without one succeeds), the others' where they are configured.
+    pub reloads: Vec<(ConfigFile, ReloadStatus)>,
     pub generic: GenericSnapshot,
     pub telemetry: TelemetrySnapshot,
     pub build: BuildInfo,
@@ -285,6 +287,36 @@ pub const CONFIG_RELOAD_TIME: Family = own!(
     "config_last_reload_success_timestamp_seconds",
     "When the config file was last loaded successfully, in Unix seconds."
 );
+pub const WEB_CONFIG_RELOAD_SUCCESSFUL: Family = own!(
+    gauge,
+    "web_config_last_reload_successful",
+    "Whether the last reload of the web config file worked (1) or not (0)."
+);
+pub const WEB_CONFIG_RELOAD_TIME: Family = own!(
+    gauge,
+    "web_config_last_reload_success_timestamp_seconds",
+    "When the web config file was last loaded successfully, in Unix seconds."
+);
+pub const AUTH_FILE_RELOAD_SUCCESSFUL: Family = own!(
+    gauge,
+    "auth_file_last_reload_successful",
+    "Whether the last reload of the auth file worked (1) or not (0)."
+);
+pub const AUTH_FILE_RELOAD_TIME: Family = own!(
+    gauge,
+    "auth_file_last_reload_success_timestamp_seconds",
+    "When the auth file was last loaded successfully, in Unix seconds."
+);
+
+/// The reload families of each file: whether the last reload worked, and
+/// when one last did.
+pub fn reload_families(file: ConfigFile) -> (Family<'static>, Family<'static>) {
+    match file {
+        ConfigFile::Config => (CONFIG_RELOAD_SUCCESSFUL, CONFIG_RELOAD_TIME),
+        ConfigFile::WebConfig => (WEB_CONFIG_RELOAD_SUCCESSFUL, WEB_CONFIG_RELOAD_TIME),
+        ConfigFile::AuthFile => (AUTH_FILE_RELOAD_SUCCESSFUL, AUTH_FILE_RELOAD_TIME),
+    }
+}
 pub const PUSH_REQUESTS: Family = own!(
     counter,
     "http_push_requests",
@@ -334,6 +366,10 @@ pub fn all_names() -> Vec<&'static str> {
         PUSH_REQUESTS,
         CONFIG_RELOAD_SUCCESSFUL,
         CONFIG_RELOAD_TIME,
+        WEB_CONFIG_RELOAD_SUCCESSFUL,
+        WEB_CONFIG_RELOAD_TIME,
+        AUTH_FILE_RELOAD_SUCCESSFUL,
+        AUTH_FILE_RELOAD_TIME,
         GENERIC_VALUE_LISTS,
         GENERIC_EXPIRED,
         GENERIC_CONFLICTS,
@@ -490,19 +526,16 @@ fn write_own(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
         Number::U64(s.stats.programs_forgotten),
     )?;
 
-    let reload = scrape.reload;
-    single(
-        w,
-        &CONFIG_RELOAD_SUCCESSFUL,
-        &[],
-        Number::U64(u64::from(reload.successful)),
-    )?;
-    single(
-        w,
-        &CONFIG_RELOAD_TIME,
-        &[],
-        Number::F64(reload.success_unix),
-    )?;
+    for (file, reload) in &scrape.reloads {
+        let (successful, time) = reload_families(*file);
+        single(
+            w,
+            &successful,
+            &[],
+            Number::U64(u64::from(reload.successful)),
+        )?;
+        single(w, &time, &[], Number::F64(reload.success_unix))?;
+    }
 
     let g = &scrape.generic;
     single(

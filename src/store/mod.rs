@@ -1,12 +1,48 @@
 //! Stores keep what the routed records say, judged by the exporter's own
 //! receive clock: `Freshness` turns a sender's interval into how long its data
 //! stays live, and how long a program with nothing live is remembered.
+//!
+//! Takes routed records and the time they arrived; hands on snapshots (under
+//! each store's lock, for the copy only). [`Stores`] is the pair ingest
+//! writes to and the scrape reads; each has one mutex, taken by a receive
+//! thread once per batch, by the sweep once a second, and by a scrape for its
+//! copy.
 
 pub mod collectd;
 pub mod sqlalchemy;
 
 use crate::collectd::CdTime;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Locks a store. A panic while a store was locked cannot have left it
+/// half-updated in a way that matters more than losing every later report,
+/// so a poisoned lock is taken over rather than propagated.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The two stores, each behind its own lock.
+#[derive(Debug)]
+pub struct Stores {
+    pub sqla: Mutex<sqlalchemy::SqlaStore>,
+    pub generic: Mutex<collectd::GenericStore>,
+}
+
+impl Stores {
+    pub fn new(freshness: Freshness, limits: sqlalchemy::Limits, max_series: usize) -> Self {
+        Stores {
+            sqla: Mutex::new(sqlalchemy::SqlaStore::new(freshness, limits)),
+            generic: Mutex::new(collectd::GenericStore::new(freshness, max_series)),
+        }
+    }
+
+    /// Counts dead processes and drops forgotten ones (see each store).
+    pub fn sweep(&self, now: Instant) {
+        lock(&self.sqla).sweep(now);
+        lock(&self.generic).sweep(now);
+    }
+}
 
 /// The moment a datagram was received, on both clocks: `at` for expiry
 /// (monotonic), `unix` for the timestamps we export.

@@ -172,21 +172,12 @@ impl Capacity {
             File::default()
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| {
-                // Errors about the whole stream (several documents) have no
-                // location: the start of the file.
-                let location = e.location();
-                let (line, column) = location.as_ref().map_or((1, 1), |l| (l.line(), l.column()));
-                // The message carries its own "at line … column …"; keep it once.
-                let message = e.to_string();
-                let message = match message.rfind(" at line ") {
-                    Some(at) if location.is_some() => message[..at].to_owned(),
-                    _ => message,
-                };
+                let at = crate::config::yaml::locate(&e);
                 ConfigFileError::Invalid {
                     path: path.to_owned(),
-                    line,
-                    column,
-                    message,
+                    line: at.line,
+                    column: at.column,
+                    message: at.message,
                 }
             })?
         };

@@ -16,18 +16,14 @@
 //!   prometheus: $2y$10$…           # bcrypt hash
 //! ```
 //!
-//! Takes the file and hands on a [`WebConfig`] (pure parsing, for the fuzzer
-//! and `check-web-config`), a [`Web`] that the HTTP listeners share (the
-//! config in use, the rustls `ServerConfig`, re-read when the certificate
-//! files change, and a cache of verified credentials), the middleware that
-//! adds the headers and asks for credentials, and [`serve_tls`], which serves
-//! the router over TLS. Unknown keys and bad values are errors that name the
-//! file, line, column and key.
+//! Takes the file and hands on a [`WebConfig`] (pure parsing, for the fuzzer,
+//! `check-web-config` and the HTTP layer) and, from its TLS settings, the
+//! rustls `ServerConfig` ([`TlsSettings::server_config`], which reads the
+//! certificate files). What the listeners do with it at run time (certificate
+//! reload, the TLS accept loop, basic auth) lives in `crate::http`. Unknown
+//! keys and bad values are errors that name the file, line, column and key.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderName, HeaderValue};
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::ring as provider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -40,19 +36,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, Instant};
-
-/// A TLS client that has not finished its handshake by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The certificate files are compared with what is in use at most this often
-/// (on a new connection), so a rotated certificate is served within about a
-/// second without a restart.
-const CERT_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// Verified credentials remembered, so that a scrape does not cost a bcrypt.
-const AUTH_CACHE_ENTRIES: usize = 100;
+use std::sync::Arc;
 
 // ---------------------------------------------------------------- the file
 
@@ -355,6 +341,13 @@ pub struct WebConfig {
     users: BTreeMap<String, String>,
 }
 
+impl WebConfig {
+    /// The bcrypt hash of `user`'s password, when `user` is configured.
+    pub fn hash_of(&self, user: &str) -> Option<&str> {
+        self.users.get(user).map(String::as_str)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WebConfigError {
     /// The file cannot be read.
@@ -462,20 +455,12 @@ impl WebConfig {
             File::default()
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| {
-                // Errors about the whole stream (several documents) have no
-                // location: the start of the file.
-                let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-                // The message carries its own "at line … column …"; keep it once.
-                let message = e.to_string();
-                let message = match message.rfind(" at line ") {
-                    Some(at) if line > 0 => message[..at].to_owned(),
-                    _ => message,
-                };
+                let at = crate::config::yaml::locate(&e);
                 WebConfigError::Invalid {
                     path: path.to_owned(),
-                    line,
-                    column,
-                    message,
+                    line: at.line,
+                    column: at.column,
+                    message: at.message,
                 }
             })?
         };
@@ -543,7 +528,7 @@ impl WebConfig {
 
 /// What the certificate sources held when the `ServerConfig` was built, to
 /// tell when they change.
-type Stamp = Vec<[u8; 32]>;
+pub type Stamp = Vec<[u8; 32]>;
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
@@ -699,7 +684,7 @@ impl TlsSettings {
 
     /// The sources' current contents, hashed; unreadable ones hash as empty
     /// (the rebuild then reports why).
-    fn stamp(&self) -> Stamp {
+    pub fn stamp(&self) -> Stamp {
         [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
             .into_iter()
             .flatten()
@@ -841,319 +826,6 @@ impl ClientCertVerifier for AnyClientCert {
         self.crypto
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-// ---------------------------------------------------------------- runtime
-
-/// The TLS configuration in use and what its sources held.
-struct TlsState {
-    settings: TlsSettings,
-    config: Arc<ServerConfig>,
-    stamp: Stamp,
-    checked: Instant,
-}
-
-/// The web configuration shared by every HTTP listener: replaced whole on
-/// reload (SIGHUP, POST /-/reload); a file that does not load leaves the one
-/// in use.
-pub struct Web {
-    path: PathBuf,
-    config: RwLock<Arc<WebConfig>>,
-    /// `None` when serving plain HTTP; whether TLS is on is fixed at start.
-    tls: Option<Mutex<TlsState>>,
-    /// SHA-256 of (user, hash, password) for credentials bcrypt accepted.
-    verified: Mutex<HashSet<[u8; 32]>>,
-    /// One bcrypt at a time: it is slow on purpose, and a flood of bad
-    /// passwords must not take every core.
-    bcrypt: tokio::sync::Semaphore,
-}
-
-impl std::fmt::Debug for Web {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Web")
-            .field("path", &self.path)
-            .field("tls", &self.tls.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Web {
-    /// Reads the file and, with TLS, the certificates.
-    pub fn load(path: &Path) -> Result<Web, WebConfigError> {
-        let config = WebConfig::load(path)?;
-        let tls = match &config.tls {
-            None => None,
-            Some(settings) => {
-                let stamp = settings.stamp();
-                let server = settings.server_config()?;
-                Some(Mutex::new(TlsState {
-                    settings: settings.clone(),
-                    config: server,
-                    stamp,
-                    checked: Instant::now(),
-                }))
-            }
-        };
-        Ok(Web {
-            path: path.to_owned(),
-            config: RwLock::new(Arc::new(config)),
-            tls,
-            verified: Mutex::new(HashSet::new()),
-            bcrypt: tokio::sync::Semaphore::new(1),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
-    pub fn config(&self) -> Arc<WebConfig> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    /// Re-reads the file and the certificates; on any error the
-    /// configuration in use stays.
-    pub fn reload(&self) -> Result<(), WebConfigError> {
-        let config = WebConfig::load(&self.path)?;
-        let shown = self.path.display();
-        match (&self.tls, &config.tls) {
-            (Some(state), Some(settings)) => {
-                let stamp = settings.stamp();
-                let server = settings.server_config()?;
-                *lock(state) = TlsState {
-                    settings: settings.clone(),
-                    config: server,
-                    stamp,
-                    checked: Instant::now(),
-                };
-            }
-            (None, None) => {}
-            (Some(_), None) => {
-                return Err(WebConfigError::Tls(format!(
-                    "{shown}: tls_server_config: turning TLS off needs a restart"
-                )));
-            }
-            (None, Some(_)) => {
-                return Err(WebConfigError::Tls(format!(
-                    "{shown}: tls_server_config: turning TLS on needs a restart"
-                )));
-            }
-        }
-        let summary = config.summary();
-        match self.config.write() {
-            Ok(mut slot) => *slot = Arc::new(config),
-            Err(p) => *p.into_inner() = Arc::new(config),
-        }
-        lock(&self.verified).clear();
-        tracing::info!(path = %shown, config = %summary, "web config file reloaded");
-        Ok(())
-    }
-
-    /// The TLS configuration for a new connection; rebuilt first when the
-    /// certificate, key or CA files changed (checked at most once a second).
-    /// Files that do not load keep the configuration in use, and say why.
-    pub fn server_config(&self) -> Option<Arc<ServerConfig>> {
-        self.server_config_at(Instant::now())
-    }
-
-    fn server_config_at(&self, now: Instant) -> Option<Arc<ServerConfig>> {
-        let state = self.tls.as_ref()?;
-        let mut state = lock(state);
-        if now.duration_since(state.checked) >= CERT_CHECK_EVERY {
-            state.checked = now;
-            let stamp = state.settings.stamp();
-            if stamp != state.stamp {
-                // Remembered either way: a half-written pair is tried again
-                // when the other file changes too, not every second.
-                state.stamp = stamp;
-                match state.settings.server_config() {
-                    Ok(config) => {
-                        state.config = config;
-                        tracing::info!(path = %self.path.display(), "TLS certificate files changed; now in use");
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "TLS certificate files changed but do not load; keeping the previous ones");
-                    }
-                }
-            }
-        }
-        Some(state.config.clone())
-    }
-
-    fn remembered(&self, key: &[u8; 32]) -> bool {
-        lock(&self.verified).contains(key)
-    }
-
-    fn remember(&self, key: [u8; 32]) {
-        let mut set = lock(&self.verified);
-        if set.len() >= AUTH_CACHE_ENTRIES
-            && let Some(old) = set.iter().next().copied()
-        {
-            set.remove(&old);
-        }
-        set.insert(key);
-    }
-
-    /// Whether the request's basic-auth credentials are a configured user's.
-    async fn authorized(&self, config: &WebConfig, headers: &HeaderMap) -> bool {
-        let Some((user, password)) = basic_credentials(headers) else {
-            return false;
-        };
-        let (hash, known) = match config.users.get(&user) {
-            Some(h) => (h.clone(), true),
-            // An unknown user costs a bcrypt too, so timing does not tell
-            // which users exist.
-            None => (decoy_hash().to_owned(), false),
-        };
-        let mut hasher = Sha256::new();
-        for part in [user.as_bytes(), hash.as_bytes(), password.as_bytes()] {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
-        }
-        let key: [u8; 32] = hasher.finalize().into();
-        if known && self.remembered(&key) {
-            return true;
-        }
-        let Ok(_permit) = self.bcrypt.acquire().await else {
-            return false;
-        };
-        // bcrypt compares its output in constant time.
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
-        if ok && known {
-            self.remember(key);
-        }
-        ok && known
-    }
-}
-
-/// A bcrypt hash that no password the client can send matches in practice
-/// (made once, from random bytes), for unknown users.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| {
-        let mut seed = [0u8; 16];
-        let _ = getrandom_seed(&mut seed);
-        bcrypt::hash(seed, 10).unwrap_or_default()
-    })
-}
-
-/// Random bytes from the kernel; on failure the decoy is still a valid hash
-/// (of a fixed input), which only matters for timing.
-fn getrandom_seed(buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
-}
-
-/// `Authorization: Basic base64(user:password)`.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    use base64::Engine;
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
-}
-
-/// Middleware on every route: the configured headers on every response, and
-/// 401 with `WWW-Authenticate: Basic` unless the request carries a
-/// configured user's credentials (when users are configured).
-pub async fn guard(State(web): State<Arc<Web>>, request: Request, next: Next) -> Response {
-    let config = web.config();
-    let mut response =
-        if config.users.is_empty() || web.authorized(&config, request.headers()).await {
-            next.run(request).await
-        } else {
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Basic")],
-                "Unauthorized\n",
-            )
-                .into_response()
-        };
-    for (name, value) in &config.headers {
-        response.headers_mut().insert(name.clone(), value.clone());
-    }
-    response
-}
-
-/// Serves `router` over TLS on `listener` until dropped. Each connection is
-/// its own task: a handshake that fails is logged at debug level and closes
-/// that connection only, and one that does not finish within
-/// [`HANDSHAKE_TIMEOUT`] is dropped, so a slow client holds up nobody.
-pub async fn serve_tls(listener: tokio::net::TcpListener, router: axum::Router, web: Arc<Web>) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let (router, web) = (router.clone(), web.clone());
-                    connections.spawn(serve_connection(stream, peer, router, web));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: let connections finish.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    router: axum::Router,
-    web: Arc<Web>,
-) {
-    let Some(config) = web.server_config() else {
-        return;
-    };
-    let http2 = config.alpn_protocols.iter().any(|p| p == b"h2");
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let service = hyper_util::service::TowerToHyperService::new(router);
-    let mut builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    if !http2 {
-        builder = builder.http1_only();
-    }
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
-        .await
-    {
-        tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
     }
 }
 
@@ -1337,64 +1009,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn basic_credentials_are_decoded() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic YWxpY2U6cDpx"),
-        );
-        assert_eq!(basic_credentials(&h), Some(("alice".into(), "p:q".into())));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        assert_eq!(basic_credentials(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!"));
-        assert_eq!(basic_credentials(&h), None);
-    }
-
-    #[test]
-    fn broken_certificate_keeps_the_previous_one() {
-        let dir = std::env::temp_dir().join(format!("sce-webcfg-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write_pair = || {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-            let cert = params.self_signed(&key).unwrap();
-            std::fs::write(dir.join("k.pem"), key.serialize_pem()).unwrap();
-            std::fs::write(dir.join("c.pem"), cert.pem()).unwrap();
-        };
-        write_pair();
-        let path = dir.join("web.yml");
-        std::fs::write(
-            &path,
-            "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n",
-        )
-        .unwrap();
-        let web = Web::load(&path).unwrap();
-        let start = Instant::now();
-        let first = web.server_config_at(start).unwrap();
-
-        std::fs::write(dir.join("c.pem"), "broken\n").unwrap();
-        // Within the second: not even looked at.
-        let same = web.server_config_at(start).unwrap();
-        assert!(Arc::ptr_eq(&first, &same));
-        // Looked at, does not load: the previous one stays.
-        let kept = web.server_config_at(start + CERT_CHECK_EVERY).unwrap();
-        assert!(Arc::ptr_eq(&first, &kept));
-
-        write_pair();
-        let later = start + CERT_CHECK_EVERY * 2;
-        let rotated = web.server_config_at(later).unwrap();
-        assert!(!Arc::ptr_eq(&first, &rotated));
-        // Unchanged files: the same configuration.
-        let again = web.server_config_at(later + CERT_CHECK_EVERY).unwrap();
-        assert!(Arc::ptr_eq(&rotated, &again));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
     /// The README's example file is valid (its certificate files aside).
     #[test]
     fn readme_example_parses() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let section = &readme[readme.find("(`--web.config.file`)").unwrap()..];
         let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
         let example = &section[start..start + section[start..].find("```").unwrap()];

@@ -1,11 +1,11 @@
 //! `POST /collectd-post` (`--web.collectd-push-path`): collectd's write_http
 //! plugin in JSON format. The body is parsed whole (up to
 //! [`MAX_PUSH_BYTES`]) and goes through the same routing, stores and limits
-//! as datagrams; a body that is not valid collectd JSON is refused whole with
-//! a 400 that says what was wrong.
+//! as datagrams (the ingest [`Sink`]); a body that is not valid collectd JSON
+//! is refused whole with a 400 that says what was wrong.
 
 use crate::collectd::{SecurityLevel, json};
-use crate::server::Shared;
+use crate::ingest::Sink;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub const MAX_PUSH_BYTES: usize = 8 << 20;
 
 pub async fn collectd_post(
-    State(shared): State<Arc<Shared>>,
+    State(sink): State<Arc<Sink>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -28,9 +28,9 @@ pub async fn collectd_post(
     let (code, message) = match announced {
         // Refused before reading: no need to take in a body we will not use.
         Some(n) if n > MAX_PUSH_BYTES as u64 => too_large(),
-        _ => handle(&shared, body).await,
+        _ => handle(&sink, body).await,
     };
-    shared.telemetry.push_request(code.as_u16());
+    sink.telemetry().push_request(code.as_u16());
     (code, message).into_response()
 }
 
@@ -41,24 +41,25 @@ fn too_large() -> (StatusCode, String) {
     )
 }
 
-async fn handle(shared: &Shared, body: Body) -> (StatusCode, String) {
+async fn handle(sink: &Sink, body: Body) -> (StatusCode, String) {
     let Ok(bytes) = axum::body::to_bytes(body, MAX_PUSH_BYTES).await else {
         return too_large();
     };
-    if shared.security_level != SecurityLevel::None {
+    let level = sink.security_level();
+    if level != SecurityLevel::None {
         // write_http data is neither signed nor encrypted.
         return (
             StatusCode::FORBIDDEN,
             format!(
                 "collectd security level {:?} accepts only signed or encrypted datagrams\n",
-                shared.security_level
+                level
             ),
         );
     }
     match json::parse(&bytes) {
         Ok(value_lists) => {
             let n = value_lists.len();
-            crate::ingest::ingest_value_lists(shared, value_lists, "write_http");
+            sink.value_lists(value_lists, "write_http");
             (StatusCode::OK, format!("received {n} value lists\n"))
         }
         Err(e) => {

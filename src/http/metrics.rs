@@ -1,0 +1,51 @@
+//! `GET /metrics`: one scrape, encoded off the async workers at a lower
+//! priority than ingest, its freed memory given back.
+//!
+//! Takes the scrape's [`Sources`] and the `Accept` header; hands on the
+//! encoded body (500 when encoding fails, never a panic).
+
+use crate::exposition::{encode, negotiate};
+use crate::snapshot::Sources;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub async fn metrics(State(sources): State<Arc<Sources>>, headers: HeaderMap) -> Response {
+    let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let now = Instant::now();
+    // A large scrape takes a while: off the async workers, so that other
+    // requests (health checks, pushes) are not held up behind it.
+    let encoded = tokio::task::spawn_blocking(move || {
+        yield_to_ingest();
+        let encoded = encode(sources.scrape(now), format);
+        // Its temporaries are freed by now; give their pages back.
+        crate::memory::release_free_memory();
+        encoded
+    })
+    .await;
+    match encoded {
+        Ok(Ok((body, content_type))) => {
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        _ => {
+            tracing::error!("encoding the scrape failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response()
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10), so that on a
+/// busy core the receive threads run first: a datagram waits in a socket
+/// buffer of bounded size, a scrape can wait for the CPU. (On Linux the nice
+/// value is per thread; the blocking pool's threads run scrapes and other
+/// work that is not urgent.)
+fn yield_to_ingest() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only changes the nice value of the calling thread
+    // (`who` 0); it touches no memory.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}

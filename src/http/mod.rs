@@ -1,0 +1,88 @@
+//! HTTP: the router and its handlers. `/metrics` (or
+//! `--web.telemetry-path`) encodes a scrape in the Prometheus text format or
+//! OpenMetrics as the scraper's `Accept` asks, gzipped when asked;
+//! `/api/v1/pools` is the same snapshot as JSON; `/` is a landing page,
+//! `/-/healthy` and `/-/ready` health checks, `POST /-/reload` re-reads every
+//! file; `POST /collectd-post` takes collectd's write_http JSON. TLS, basic
+//! auth and headers come from the web config file.
+//!
+//! Takes the scrape's sources, the ingest sink and the reloader, each handed
+//! only to the handler that uses it; hands on HTTP responses.
+
+pub mod api;
+pub mod auth;
+pub mod landing;
+pub mod metrics;
+pub mod push;
+pub mod reload;
+pub mod tls;
+pub mod web;
+
+use crate::ingest::Sink;
+use crate::snapshot::Sources;
+use crate::state::Reloader;
+use axum::Router;
+use axum::extract::FromRef;
+use axum::response::Html;
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+/// What the handlers share; each takes its own part (`FromRef`).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// `/metrics` and `/api/v1/pools`.
+    pub sources: Arc<Sources>,
+    /// `POST /collectd-post`.
+    pub sink: Arc<Sink>,
+    /// `POST /-/reload`.
+    pub reloader: Arc<Reloader>,
+}
+
+impl FromRef<AppState> for Arc<Sources> {
+    fn from_ref(s: &AppState) -> Self {
+        s.sources.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Sink> {
+    fn from_ref(s: &AppState) -> Self {
+        s.sink.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Reloader> {
+    fn from_ref(s: &AppState) -> Self {
+        s.reloader.clone()
+    }
+}
+
+/// Every route; `web` adds the web config file's auth and headers to each.
+pub fn router(
+    state: AppState,
+    telemetry_path: &str,
+    push_path: &str,
+    web: Option<Arc<web::Web>>,
+) -> Router {
+    // The metrics and push paths take precedence over the API's.
+    let serves_api = telemetry_path != crate::api::PATH && push_path != crate::api::PATH;
+    let landing = landing::page(telemetry_path, serves_api);
+    let mut router = Router::new();
+    if !push_path.is_empty() && push_path != telemetry_path {
+        router = router.route(push_path, post(push::collectd_post));
+    }
+    if serves_api {
+        router = router.route(crate::api::PATH, get(api::pools));
+    }
+    let router = router
+        .route(telemetry_path, get(metrics::metrics))
+        .route("/", get(move || async move { Html(landing) }))
+        .route("/-/healthy", get(|| async { "OK\n" }))
+        .route("/-/ready", get(|| async { "OK\n" }))
+        .route("/-/reload", post(reload::reload))
+        .layer(tower_http::compression::CompressionLayer::new())
+        .with_state(state);
+    match web {
+        Some(web) => router.layer(axum::middleware::from_fn_with_state(web, auth::guard)),
+        None => router,
+    }
+}

@@ -1,0 +1,59 @@
+//! What a scrape copies out of the running exporter: the counters first,
+//! then each store under its own lock for its copy only; names, labels,
+//! capacities and sorting are built after the locks are released.
+//!
+//! Takes the stores, the counters, the config file in use and the reload
+//! statuses ([`Sources`]); hands on a [`Scrape`] that `crate::exposition`
+//! encodes and `crate::api` turns into the pools document. Used by
+//! `/metrics`, `/api/v1/pools`, the fuzz targets and the benchmark.
+
+use crate::collectd::typesdb::TypesDb;
+use crate::config::file::Capacity;
+use crate::exposition::Scrape;
+use crate::exposition::families::BuildInfo;
+use crate::exposition::generic::resolve;
+use crate::state::{Current, Reloader};
+use crate::store::{Stores, lock};
+use crate::telemetry::Telemetry;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything a scrape reads.
+#[derive(Debug)]
+pub struct Sources {
+    pub stores: Arc<Stores>,
+    pub telemetry: Arc<Telemetry>,
+    /// The config file in use (capacities and databases).
+    pub capacity: Arc<Current<Capacity>>,
+    pub reloader: Arc<Reloader>,
+    pub typesdb: Arc<TypesDb>,
+    /// `--collectd.host-label`.
+    pub host_label: String,
+    pub build: BuildInfo,
+}
+
+impl Sources {
+    /// Takes everything a scrape encodes at `now`, each lock held only for
+    /// its copy.
+    ///
+    /// The counters are read before the store: ingest counts a value list as
+    /// accepted only after the store holds it, so whatever the counters say
+    /// was accepted is in the snapshot too.
+    pub fn scrape(&self, now: Instant) -> Scrape {
+        let telemetry = self.telemetry.snapshot();
+        let mut sqla = lock(&self.stores.sqla).snapshot_unsorted(now);
+        sqla.sort();
+        let databases = self.capacity.get().apply(&mut sqla.programs);
+        // Copy under the lock; names and labels are built after it is released.
+        let live = lock(&self.stores.generic).live(now);
+        let generic = resolve(&live, &self.typesdb, &self.host_label);
+        Scrape {
+            sqla,
+            databases,
+            reloads: self.reloader.statuses(),
+            generic,
+            telemetry,
+            build: self.build.clone(),
+        }
+    }
+}
