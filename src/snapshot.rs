@@ -13,7 +13,7 @@ use crate::exposition::Scrape;
 use crate::exposition::families::BuildInfo;
 use crate::exposition::generic::resolve;
 use crate::state::{Current, Reloader};
-use crate::store::{Stores, lock};
+use crate::store::Stores;
 use crate::telemetry::Telemetry;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,11 +41,11 @@ impl Sources {
     /// was accepted is in the snapshot too.
     pub fn scrape(&self, now: Instant) -> Scrape {
         let telemetry = self.telemetry.snapshot();
-        let mut sqla = lock(&self.stores.sqla).snapshot_unsorted(now);
+        let mut sqla = self.stores.sqla_snapshot(now);
         sqla.sort();
         let databases = self.capacity.get().apply(&mut sqla.programs);
         // Copy under the lock; names and labels are built after it is released.
-        let live = lock(&self.stores.generic).live(now);
+        let live = self.stores.generic_live(now);
         let generic = resolve(&live, &self.typesdb, &self.host_label);
         Scrape {
             sqla,

@@ -37,6 +37,17 @@ impl Stores {
         }
     }
 
+    /// What a scrape copies out of the SQLAlchemy store: everything done
+    /// while ingest waits on its lock (sorting comes after).
+    pub fn sqla_snapshot(&self, now: Instant) -> sqlalchemy::Snapshot {
+        lock(&self.sqla).snapshot_unsorted(now)
+    }
+
+    /// What a scrape copies out of the generic store (naming comes after).
+    pub fn generic_live(&self, now: Instant) -> collectd::Live {
+        lock(&self.generic).live(now)
+    }
+
     /// Counts dead processes and drops forgotten ones (see each store).
     pub fn sweep(&self, now: Instant) {
         lock(&self.sqla).sweep(now);
