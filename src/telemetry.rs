@@ -6,60 +6,83 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::collectd::{DecodeError, Rejection, Severity};
+use crate::collectd::{
+    DecodeError, DecodeErrorKind, Rejection, Severity, SeverityKind, label_enum,
+};
+use crate::route::RouteError;
+use crate::store::sqlalchemy::ApplyError;
 
-/// Why a whole datagram was dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DatagramReject {
-    /// Not a valid collectd packet (the decode error kind is counted too).
-    Malformed,
-    /// A SIGNATURE part that does not verify.
-    BadSignature,
-    /// An ENCRYPTION part that cannot be opened.
-    DecryptFailed,
-    /// Data below the configured security level.
-    BelowSecurityLevel,
-    /// A sender outside the allowed networks.
-    SourceNotAllowed,
+label_enum! {
+    /// Why a whole datagram was dropped.
+    pub enum DatagramReject {
+        /// Not a valid collectd packet (the decode error kind is counted too).
+        Malformed => "malformed",
+        /// A SIGNATURE part that does not verify.
+        BadSignature => "bad_signature",
+        /// An ENCRYPTION part that cannot be opened.
+        DecryptFailed => "decrypt_failed",
+        /// Data below the configured security level.
+        BelowSecurityLevel => "below_security_level",
+        /// A sender outside the allowed networks.
+        SourceNotAllowed => "source_not_allowed",
+    }
 }
 
-impl DatagramReject {
-    pub const ALL: [DatagramReject; 5] = [
-        DatagramReject::Malformed,
-        DatagramReject::BadSignature,
-        DatagramReject::DecryptFailed,
-        DatagramReject::BelowSecurityLevel,
-        DatagramReject::SourceNotAllowed,
-    ];
+label_enum! {
+    /// Why one value list of an accepted datagram changed nothing.
+    pub enum ValueListReject {
+        /// Plugin `sqlalchemy` with a type the client does not send.
+        UnknownType => "unknown_type",
+        /// A SQLAlchemy type with the wrong number or kind of values, or a
+        /// value list without a plugin or a type.
+        Malformed => "malformed",
+        /// A NaN/infinite pool gauge or a negative count.
+        InvalidValue => "invalid_value",
+        /// Duplicate, reordered or late: not newer than the process's last report.
+        OutOfOrder => "out_of_order",
+        /// A new process, program or generic series beyond the configured limits.
+        OverLimit => "over_limit",
+        /// The per-host sum relayed by sqlalchemy-collectd's server plugin.
+        AggregateIgnored => "aggregate_ignored",
+    }
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatagramReject::Malformed => "malformed",
-            DatagramReject::BadSignature => "bad_signature",
-            DatagramReject::DecryptFailed => "decrypt_failed",
-            DatagramReject::BelowSecurityLevel => "below_security_level",
-            DatagramReject::SourceNotAllowed => "source_not_allowed",
+impl From<&RouteError> for ValueListReject {
+    fn from(e: &RouteError) -> Self {
+        match e {
+            RouteError::UnknownType { .. } => ValueListReject::UnknownType,
+            RouteError::ValueCount { .. }
+            | RouteError::ValueType { .. }
+            | RouteError::NoPluginOrType => ValueListReject::Malformed,
+            RouteError::OutOfRange { .. } => ValueListReject::InvalidValue,
+            RouteError::HostAggregate => ValueListReject::AggregateIgnored,
         }
     }
 }
 
-/// Why one value list of an accepted datagram changed nothing.
-pub const VALUE_LIST_REASONS: [&str; 6] = [
-    // Plugin `sqlalchemy` with a type the client does not send.
-    "unknown_type",
-    // A SQLAlchemy type with the wrong number or kind of values.
-    "malformed",
-    // A NaN/infinite pool gauge or a negative count.
-    "invalid_value",
-    // Duplicate, reordered or late: not newer than the process's last report.
-    "out_of_order",
-    // A new process, program or generic series beyond the configured limits.
-    "over_limit",
-    // The per-host sum relayed by sqlalchemy-collectd's server plugin.
-    "aggregate_ignored",
-];
+impl From<ApplyError> for ValueListReject {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::OutOfOrder => ValueListReject::OutOfOrder,
+            ApplyError::OverLimit(_) => ValueListReject::OverLimit,
+        }
+    }
+}
 
-const SEVERITIES: [&str; 4] = ["failure", "warning", "okay", "other"];
+label_enum! {
+    /// How the write_http endpoint answered a request: the label is the
+    /// HTTP status code.
+    pub enum PushOutcome {
+        /// The body was parsed and its value lists routed.
+        Received => "200",
+        /// The body is not collectd JSON.
+        BadBody => "400",
+        /// The security level accepts only signed or encrypted data.
+        Forbidden => "403",
+        /// The body is larger than the endpoint takes.
+        TooLarge => "413",
+    }
+}
 
 /// Counters of one UDP listener.
 #[derive(Debug)]
@@ -79,12 +102,12 @@ pub struct Listener {
 pub struct Telemetry {
     listeners: Mutex<Vec<Arc<Listener>>>,
     datagrams_rejected: [AtomicU64; DatagramReject::ALL.len()],
-    decode_errors: [AtomicU64; DecodeError::KINDS.len()],
+    decode_errors: [AtomicU64; DecodeErrorKind::ALL.len()],
     value_lists_received: AtomicU64,
     value_lists_accepted: AtomicU64,
-    value_lists_rejected: [AtomicU64; VALUE_LIST_REASONS.len()],
-    notifications: [AtomicU64; SEVERITIES.len()],
-    push_requests: [AtomicU64; PUSH_CODES.len()],
+    value_lists_rejected: [AtomicU64; ValueListReject::ALL.len()],
+    notifications: [AtomicU64; SeverityKind::ALL.len()],
+    push_requests: [AtomicU64; PushOutcome::ALL.len()],
     /// When each datagram rejection reason was last logged at warn level.
     warned_at: [AtomicU64; DatagramReject::ALL.len()],
 }
@@ -92,9 +115,6 @@ pub struct Telemetry {
 /// A rejection reason is logged at warn level at most this often (seconds);
 /// the counters carry the rest.
 const WARN_EVERY_SECS: u64 = 60;
-
-/// Status codes the write_http endpoint answers with.
-pub const PUSH_CODES: [u16; 4] = [200, 400, 403, 413];
 
 /// A copy of every counter, taken at scrape time.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -134,10 +154,7 @@ impl Telemetry {
     /// warn level (the first of its reason in a minute), so that a flood of
     /// bad datagrams cannot flood the log.
     pub fn datagram_rejected(&self, reason: DatagramReject) -> bool {
-        let i = DatagramReject::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
+        let i = reason.index();
         self.datagrams_rejected[i].fetch_add(1, Relaxed);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -156,9 +173,7 @@ impl Telemetry {
             Rejection::BadSignature => DatagramReject::BadSignature,
             Rejection::DecryptFailed => DatagramReject::DecryptFailed,
         });
-        if let Some(i) = DecodeError::KINDS.iter().position(|k| *k == e.kind()) {
-            self.decode_errors[i].fetch_add(1, Relaxed);
-        }
+        self.decode_errors[e.kind().index()].fetch_add(1, Relaxed);
         warn
     }
 
@@ -171,23 +186,16 @@ impl Telemetry {
         self.value_lists_accepted.fetch_add(n, Relaxed);
     }
 
-    /// `reason` is one of [`VALUE_LIST_REASONS`].
-    pub fn value_list_rejected(&self, reason: &str) {
-        if let Some(i) = VALUE_LIST_REASONS.iter().position(|r| *r == reason) {
-            self.value_lists_rejected[i].fetch_add(1, Relaxed);
-        }
+    pub fn value_list_rejected(&self, reason: ValueListReject) {
+        self.value_lists_rejected[reason.index()].fetch_add(1, Relaxed);
     }
 
     pub fn notification(&self, severity: Severity) {
-        if let Some(i) = SEVERITIES.iter().position(|s| *s == severity.as_str()) {
-            self.notifications[i].fetch_add(1, Relaxed);
-        }
+        self.notifications[severity.kind().index()].fetch_add(1, Relaxed);
     }
 
-    pub fn push_request(&self, code: u16) {
-        if let Some(i) = PUSH_CODES.iter().position(|c| *c == code) {
-            self.push_requests[i].fetch_add(1, Relaxed);
-        }
+    pub fn push_request(&self, outcome: PushOutcome) {
+        self.push_requests[outcome.index()].fetch_add(1, Relaxed);
     }
 
     pub fn snapshot(&self) -> TelemetrySnapshot {
@@ -210,12 +218,24 @@ impl Telemetry {
                 DatagramReject::ALL.map(DatagramReject::as_str),
                 &self.datagrams_rejected,
             ),
-            decode_errors: zip(DecodeError::KINDS.iter().copied(), &self.decode_errors),
+            decode_errors: zip(
+                DecodeErrorKind::ALL.map(DecodeErrorKind::as_str),
+                &self.decode_errors,
+            ),
             value_lists_received: self.value_lists_received.load(Relaxed),
             value_lists_accepted: self.value_lists_accepted.load(Relaxed),
-            value_lists_rejected: zip(VALUE_LIST_REASONS, &self.value_lists_rejected),
-            notifications: zip(SEVERITIES, &self.notifications),
-            push_requests: zip(["200", "400", "403", "413"], &self.push_requests),
+            value_lists_rejected: zip(
+                ValueListReject::ALL.map(ValueListReject::as_str),
+                &self.value_lists_rejected,
+            ),
+            notifications: zip(
+                SeverityKind::ALL.map(SeverityKind::as_str),
+                &self.notifications,
+            ),
+            push_requests: zip(
+                PushOutcome::ALL.map(PushOutcome::as_str),
+                &self.push_requests,
+            ),
         }
     }
 }
@@ -258,4 +278,220 @@ pub fn socket_inode(fd: std::os::fd::RawFd) -> Option<u64> {
     std::fs::metadata(format!("/proc/self/fd/{fd}"))
         .ok()
         .map(|m| m.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// The label values of every reason enum, by the family that counts them.
+    fn labels() -> [(&'static str, Vec<&'static str>); 5] {
+        [
+            (
+                "datagrams_rejected",
+                DatagramReject::ALL.map(DatagramReject::as_str).to_vec(),
+            ),
+            (
+                "decode_errors",
+                DecodeErrorKind::ALL.map(DecodeErrorKind::as_str).to_vec(),
+            ),
+            (
+                "value_lists_rejected",
+                ValueListReject::ALL.map(ValueListReject::as_str).to_vec(),
+            ),
+            (
+                "notifications",
+                SeverityKind::ALL.map(SeverityKind::as_str).to_vec(),
+            ),
+            (
+                "push_requests",
+                PushOutcome::ALL.map(PushOutcome::as_str).to_vec(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_reason_has_a_distinct_non_empty_label() {
+        for (family, labels) in labels() {
+            assert!(labels.iter().all(|l| !l.is_empty()), "{family}: {labels:?}");
+            let distinct: HashSet<_> = labels.iter().collect();
+            assert_eq!(distinct.len(), labels.len(), "{family}: {labels:?}");
+        }
+    }
+
+    #[test]
+    fn every_reason_is_counted_at_zero_from_start() {
+        let s = Telemetry::default().snapshot();
+        let counted = [
+            &s.datagrams_rejected,
+            &s.decode_errors,
+            &s.value_lists_rejected,
+            &s.notifications,
+            &s.push_requests,
+        ];
+        for ((family, labels), counts) in labels().into_iter().zip(counted) {
+            let zeros: Vec<_> = labels.into_iter().map(|l| (l, 0)).collect();
+            assert_eq!(*counts, zeros, "{family}");
+        }
+    }
+
+    /// The label values and their order are what dashboards and alerts
+    /// already query.
+    #[test]
+    fn label_values_keep_their_names_and_order() {
+        let [datagrams, decode, value_lists, severities, push] = labels().map(|(_, l)| l);
+        assert_eq!(
+            datagrams,
+            [
+                "malformed",
+                "bad_signature",
+                "decrypt_failed",
+                "below_security_level",
+                "source_not_allowed"
+            ]
+        );
+        assert_eq!(
+            decode,
+            [
+                "empty",
+                "truncated_header",
+                "part_past_end",
+                "part_too_short",
+                "number_length",
+                "values_length",
+                "no_values",
+                "unknown_value_type",
+                "string_not_terminated",
+                "string_too_long",
+                "invalid_utf8",
+                "signature_too_short",
+                "encrypted",
+                "signature",
+                "decrypt",
+                "too_deep"
+            ]
+        );
+        assert_eq!(
+            value_lists,
+            [
+                "unknown_type",
+                "malformed",
+                "invalid_value",
+                "out_of_order",
+                "over_limit",
+                "aggregate_ignored"
+            ]
+        );
+        assert_eq!(severities, ["failure", "warning", "okay", "other"]);
+        assert_eq!(push, ["200", "400", "403", "413"]);
+    }
+
+    /// Counting one of each reason moves its own label and no other.
+    #[test]
+    fn each_reason_counts_under_its_own_label() {
+        fn only(counts: &[(&'static str, u64)], label: &str) {
+            for (l, n) in counts {
+                assert_eq!(*n, u64::from(*l == label), "{label}: {counts:?}");
+            }
+        }
+        for r in ValueListReject::ALL {
+            let t = Telemetry::default();
+            t.value_list_rejected(r);
+            only(&t.snapshot().value_lists_rejected, r.as_str());
+        }
+        for r in DatagramReject::ALL {
+            let t = Telemetry::default();
+            assert!(t.datagram_rejected(r), "the first of a reason is logged");
+            assert!(!t.datagram_rejected(r), "the second within a minute is not");
+            let s = t.snapshot();
+            let i = r.index();
+            assert_eq!(s.datagrams_rejected[i], (r.as_str(), 2));
+        }
+        for o in PushOutcome::ALL {
+            let t = Telemetry::default();
+            t.push_request(o);
+            only(&t.snapshot().push_requests, o.as_str());
+        }
+        for (severity, label) in [
+            (Severity::Failure, "failure"),
+            (Severity::Warning, "warning"),
+            (Severity::Okay, "okay"),
+            (Severity::Other(0), "other"),
+            (Severity::Other(7), "other"),
+        ] {
+            let t = Telemetry::default();
+            t.notification(severity);
+            only(&t.snapshot().notifications, label);
+        }
+    }
+
+    #[test]
+    fn a_decode_error_counts_its_kind_and_its_datagram_reason() {
+        let t = Telemetry::default();
+        t.decode_error(&DecodeError::TooDeep { offset: 0 });
+        t.decode_error(&DecodeError::Encrypted { offset: 0 });
+        let s = t.snapshot();
+        let nonzero = |c: &[(&'static str, u64)]| -> Vec<(&'static str, u64)> {
+            c.iter().copied().filter(|(_, n)| *n > 0).collect()
+        };
+        assert_eq!(
+            nonzero(&s.decode_errors),
+            [("encrypted", 1), ("too_deep", 1)]
+        );
+        assert_eq!(
+            nonzero(&s.datagrams_rejected),
+            [("malformed", 1), ("decrypt_failed", 1)]
+        );
+    }
+
+    #[test]
+    fn route_and_apply_errors_count_under_their_reasons() {
+        let cases = [
+            (
+                RouteError::UnknownType {
+                    type_: "sqlalchemy_bogus".into(),
+                },
+                ValueListReject::UnknownType,
+            ),
+            (
+                RouteError::ValueCount {
+                    type_: "sqlalchemy_totals",
+                    expected: 4,
+                    got: 3,
+                },
+                ValueListReject::Malformed,
+            ),
+            (
+                RouteError::ValueType {
+                    type_: "sqlalchemy_pool",
+                    index: 0,
+                    expected: "GAUGE",
+                    got: "DERIVE",
+                },
+                ValueListReject::Malformed,
+            ),
+            (RouteError::NoPluginOrType, ValueListReject::Malformed),
+            (
+                RouteError::OutOfRange {
+                    type_: "sqlalchemy_pool",
+                    index: 0,
+                    value: "NaN".into(),
+                },
+                ValueListReject::InvalidValue,
+            ),
+            (RouteError::HostAggregate, ValueListReject::AggregateIgnored),
+        ];
+        for (e, reason) in &cases {
+            assert_eq!(ValueListReject::from(e), *reason, "{e:?}");
+        }
+        assert_eq!(
+            ValueListReject::from(ApplyError::OutOfOrder),
+            ValueListReject::OutOfOrder
+        );
+        assert_eq!(
+            ValueListReject::from(ApplyError::OverLimit("process")),
+            ValueListReject::OverLimit
+        );
+    }
 }

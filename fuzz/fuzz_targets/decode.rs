@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             // Every error has a metric label and a message.
-            Err(e) => assert!(!e.kind().is_empty() && !e.to_string().is_empty()),
+            Err(e) => assert!(!e.kind().as_str().is_empty() && !e.to_string().is_empty()),
         }
     }
     for mut pipeline in [Pipeline::new(), Pipeline::with_auth_file()] {

@@ -7,6 +7,7 @@
 //! before them (collectd only writes a part when it changes). Unknown parts are
 //! skipped. Every length and count is checked before it is used.
 
+use super::label::label_enum;
 use super::security::{CryptoError, Keys, Protection};
 use super::{
     CdTime, Identity, Notification, Packet, Severity, Str, ValueList, Values, ValuesRef, part,
@@ -110,26 +111,50 @@ pub enum Rejection {
     DecryptFailed,
 }
 
+label_enum! {
+    /// What was wrong with a datagram the decoder refused, one per
+    /// [`DecodeError`] variant: the `error` label of
+    /// `sqlalchemy_collectd_exporter_decode_errors_total`.
+    pub enum DecodeErrorKind {
+        Empty => "empty",
+        TruncatedHeader => "truncated_header",
+        PartPastEnd => "part_past_end",
+        PartTooShort => "part_too_short",
+        NumberLength => "number_length",
+        ValuesLength => "values_length",
+        NoValues => "no_values",
+        UnknownValueType => "unknown_value_type",
+        StringNotTerminated => "string_not_terminated",
+        StringTooLong => "string_too_long",
+        InvalidUtf8 => "invalid_utf8",
+        SignatureTooShort => "signature_too_short",
+        Encrypted => "encrypted",
+        Signature => "signature",
+        Decrypt => "decrypt",
+        TooDeep => "too_deep",
+    }
+}
+
 impl DecodeError {
-    /// A stable, low-cardinality name for metrics labels.
-    pub fn kind(&self) -> &'static str {
+    /// Its kind: a stable, low-cardinality metric label.
+    pub fn kind(&self) -> DecodeErrorKind {
         match self {
-            DecodeError::Empty => "empty",
-            DecodeError::TruncatedHeader { .. } => "truncated_header",
-            DecodeError::PartPastEnd { .. } => "part_past_end",
-            DecodeError::PartTooShort { .. } => "part_too_short",
-            DecodeError::NumberLength { .. } => "number_length",
-            DecodeError::ValuesLength { .. } => "values_length",
-            DecodeError::NoValues { .. } => "no_values",
-            DecodeError::UnknownValueType { .. } => "unknown_value_type",
-            DecodeError::StringNotTerminated { .. } => "string_not_terminated",
-            DecodeError::StringTooLong { .. } => "string_too_long",
-            DecodeError::InvalidUtf8 { .. } => "invalid_utf8",
-            DecodeError::SignatureTooShort { .. } => "signature_too_short",
-            DecodeError::Encrypted { .. } => "encrypted",
-            DecodeError::Signature { .. } => "signature",
-            DecodeError::Decrypt { .. } => "decrypt",
-            DecodeError::TooDeep { .. } => "too_deep",
+            DecodeError::Empty => DecodeErrorKind::Empty,
+            DecodeError::TruncatedHeader { .. } => DecodeErrorKind::TruncatedHeader,
+            DecodeError::PartPastEnd { .. } => DecodeErrorKind::PartPastEnd,
+            DecodeError::PartTooShort { .. } => DecodeErrorKind::PartTooShort,
+            DecodeError::NumberLength { .. } => DecodeErrorKind::NumberLength,
+            DecodeError::ValuesLength { .. } => DecodeErrorKind::ValuesLength,
+            DecodeError::NoValues { .. } => DecodeErrorKind::NoValues,
+            DecodeError::UnknownValueType { .. } => DecodeErrorKind::UnknownValueType,
+            DecodeError::StringNotTerminated { .. } => DecodeErrorKind::StringNotTerminated,
+            DecodeError::StringTooLong { .. } => DecodeErrorKind::StringTooLong,
+            DecodeError::InvalidUtf8 { .. } => DecodeErrorKind::InvalidUtf8,
+            DecodeError::SignatureTooShort { .. } => DecodeErrorKind::SignatureTooShort,
+            DecodeError::Encrypted { .. } => DecodeErrorKind::Encrypted,
+            DecodeError::Signature { .. } => DecodeErrorKind::Signature,
+            DecodeError::Decrypt { .. } => DecodeErrorKind::Decrypt,
+            DecodeError::TooDeep { .. } => DecodeErrorKind::TooDeep,
         }
     }
 
@@ -140,26 +165,6 @@ impl DecodeError {
             _ => Rejection::Malformed,
         }
     }
-
-    /// Every kind, so counters can start at zero.
-    pub const KINDS: &'static [&'static str] = &[
-        "empty",
-        "truncated_header",
-        "part_past_end",
-        "part_too_short",
-        "number_length",
-        "values_length",
-        "no_values",
-        "unknown_value_type",
-        "string_not_terminated",
-        "string_too_long",
-        "invalid_utf8",
-        "signature_too_short",
-        "encrypted",
-        "signature",
-        "decrypt",
-        "too_deep",
-    ];
 }
 
 /// The state that parts set and value lists and notifications read.

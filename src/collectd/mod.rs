@@ -8,13 +8,16 @@
 mod decode;
 mod encode;
 pub mod json;
+mod label;
 pub mod security;
 pub mod typesdb;
 
 pub use decode::{
-    ClientReport, DecodeError, MAX_STRING_BYTES, Rejection, client_report, decode, decode_with,
+    ClientReport, DecodeError, DecodeErrorKind, MAX_STRING_BYTES, Rejection, client_report, decode,
+    decode_with,
 };
 pub use encode::{Encoder, PartState};
+pub(crate) use label::label_enum;
 pub use security::{Keys, Protection, SecurityLevel};
 
 use bytes::Bytes;
@@ -314,13 +317,30 @@ impl Severity {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// What it is counted as.
+    pub fn kind(self) -> SeverityKind {
         match self {
-            Severity::Failure => "failure",
-            Severity::Warning => "warning",
-            Severity::Okay => "okay",
-            Severity::Other(_) => "other",
+            Severity::Failure => SeverityKind::Failure,
+            Severity::Warning => SeverityKind::Warning,
+            Severity::Okay => SeverityKind::Okay,
+            Severity::Other(_) => SeverityKind::Other,
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.kind().as_str()
+    }
+}
+
+label_enum! {
+    /// A [`Severity`] as counted: the `severity` label of
+    /// `sqlalchemy_collectd_exporter_notifications_received_total`, every
+    /// number outside collectd's three under `other`.
+    pub enum SeverityKind {
+        Failure => "failure",
+        Warning => "warning",
+        Okay => "okay",
+        Other => "other",
     }
 }
 

@@ -7,7 +7,7 @@ use super::generic::GenericSnapshot;
 use crate::config::file::DatabaseSnapshot;
 use crate::state::{ConfigFile, ReloadStatus};
 use crate::store::sqlalchemy::{ProgramSnapshot, Snapshot as SqlaSnapshot};
-use crate::telemetry::TelemetrySnapshot;
+use crate::telemetry::{ListenerSnapshot, TelemetrySnapshot};
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +180,26 @@ pub const SQLALCHEMY: &[(Family, Field)] = &[
     ),
 ];
 
-const P: &str = "sqlalchemy_collectd_exporter_";
+type DatabaseField = fn(&DatabaseSnapshot) -> Number;
+
+/// The families of the databases the config file names, labelled `database`,
+/// in output order; written when the config file names any.
+pub const DATABASES: &[(Family, DatabaseField)] = &[
+    (
+        gauge(
+            "sqlalchemy_database_connections",
+            "Open connections of every host/program the config file maps to this database.",
+        ),
+        |db| Number::F64(db.connections),
+    ),
+    (
+        gauge(
+            "sqlalchemy_database_connections_max",
+            "The database's max_connections, from the config file.",
+        ),
+        |db| Number::U64(db.max_connections),
+    ),
+];
 
 macro_rules! own {
     ($kind:ident, $suffix:literal, $help:literal) => {
@@ -188,198 +207,261 @@ macro_rules! own {
     };
 }
 
-pub const BUILD_INFO: Family = own!(
-    gauge,
-    "build_info",
-    "Version and revision of the exporter; always 1."
-);
-pub const START_TIME: Family = own!(
-    gauge,
-    "start_time_seconds",
-    "Start time of the exporter, in Unix seconds."
-);
-pub const DATAGRAMS_RECEIVED: Family = own!(
-    counter,
-    "datagrams_received",
-    "Datagrams received, per UDP listener."
-);
-pub const DATAGRAM_BYTES_RECEIVED: Family = own!(
-    counter,
-    "datagram_bytes_received",
-    "Bytes of datagrams received, per UDP listener."
-);
-pub const KERNEL_DROPS: Family = own!(
-    counter,
-    "kernel_receive_drops",
-    "Datagrams the kernel dropped because the listener's receive buffer was full."
-);
-pub const RECEIVE_BUFFER: Family = own!(
-    gauge,
-    "udp_receive_buffer_bytes",
-    "Receive buffer size (SO_RCVBUF) granted by the kernel, per UDP listener."
-);
-pub const DATAGRAMS_REJECTED: Family = own!(
-    counter,
-    "datagrams_rejected",
-    "Datagrams dropped whole, by reason."
-);
-pub const DECODE_ERRORS: Family = own!(
-    counter,
-    "decode_errors",
-    "Malformed datagrams, by what was wrong."
-);
-pub const VALUE_LISTS_RECEIVED: Family = own!(
-    counter,
-    "value_lists_received",
-    "Value lists decoded from accepted datagrams."
-);
-pub const VALUE_LISTS_ACCEPTED: Family =
-    own!(counter, "value_lists_accepted", "Value lists stored.");
-pub const VALUE_LISTS_REJECTED: Family = own!(
-    counter,
-    "value_lists_rejected",
-    "Value lists that changed nothing, by reason."
-);
-pub const NOTIFICATIONS: Family = own!(
-    counter,
-    "notifications_received",
-    "collectd notifications received, by severity."
-);
-pub const PROCESSES: Family = own!(gauge, "processes", "Live SQLAlchemy client processes.");
-pub const PROCESSES_TRACKED: Family = own!(
-    gauge,
-    "processes_tracked",
-    "SQLAlchemy client processes held in memory, dead ones kept for counter continuity included."
-);
-pub const PROGRAMS: Family = own!(gauge, "programs", "Host/program pairs exported.");
-pub const SERIES: Family = own!(gauge, "series", "SQLAlchemy series in this scrape.");
-pub const PROCESSES_EXPIRED: Family = own!(
-    counter,
-    "processes_expired",
-    "Processes that stopped reporting and left the gauges."
-);
-pub const PROCESSES_FORGOTTEN: Family = own!(
-    counter,
-    "processes_forgotten",
-    "Dead processes whose state was dropped."
-);
-pub const PROGRAMS_FORGOTTEN: Family = own!(
-    counter,
-    "programs_forgotten",
-    "Host/program pairs removed after --forget-after with no live process."
-);
+/// Writes the samples of one of the exporter's own families.
+type Samples = fn(&Scrape, &mut dyn SampleWriter) -> fmt::Result;
 
-pub const DATABASE_CONNECTIONS: Family = gauge(
-    "sqlalchemy_database_connections",
-    "Open connections of every host/program the config file maps to this database.",
-);
-pub const DATABASE_CONNECTIONS_MAX: Family = gauge(
-    "sqlalchemy_database_connections_max",
-    "The database's max_connections, from the config file.",
-);
-pub const CONFIG_RELOAD_SUCCESSFUL: Family = own!(
-    gauge,
-    "config_last_reload_successful",
-    "Whether the last reload of the config file worked (1) or not (0)."
-);
-pub const CONFIG_RELOAD_TIME: Family = own!(
-    gauge,
-    "config_last_reload_success_timestamp_seconds",
-    "When the config file was last loaded successfully, in Unix seconds."
-);
-pub const WEB_CONFIG_RELOAD_SUCCESSFUL: Family = own!(
-    gauge,
-    "web_config_last_reload_successful",
-    "Whether the last reload of the web config file worked (1) or not (0)."
-);
-pub const WEB_CONFIG_RELOAD_TIME: Family = own!(
-    gauge,
-    "web_config_last_reload_success_timestamp_seconds",
-    "When the web config file was last loaded successfully, in Unix seconds."
-);
-pub const AUTH_FILE_RELOAD_SUCCESSFUL: Family = own!(
-    gauge,
-    "auth_file_last_reload_successful",
-    "Whether the last reload of the auth file worked (1) or not (0)."
-);
-pub const AUTH_FILE_RELOAD_TIME: Family = own!(
-    gauge,
-    "auth_file_last_reload_success_timestamp_seconds",
-    "When the auth file was last loaded successfully, in Unix seconds."
-);
-
-/// The reload families of each file: whether the last reload worked, and
-/// when one last did.
-pub fn reload_families(file: ConfigFile) -> (Family<'static>, Family<'static>) {
-    match file {
-        ConfigFile::Config => (CONFIG_RELOAD_SUCCESSFUL, CONFIG_RELOAD_TIME),
-        ConfigFile::WebConfig => (WEB_CONFIG_RELOAD_SUCCESSFUL, WEB_CONFIG_RELOAD_TIME),
-        ConfigFile::AuthFile => (AUTH_FILE_RELOAD_SUCCESSFUL, AUTH_FILE_RELOAD_TIME),
-    }
-}
-pub const PUSH_REQUESTS: Family = own!(
-    counter,
-    "http_push_requests",
-    "collectd write_http JSON requests, by status code."
-);
-pub const GENERIC_VALUE_LISTS: Family = own!(
-    gauge,
-    "generic_value_lists",
-    "Generic collectd value lists held."
-);
-pub const GENERIC_EXPIRED: Family = own!(
-    counter,
-    "generic_value_lists_expired",
-    "Generic collectd value lists dropped after missing their intervals."
-);
-pub const GENERIC_CONFLICTS: Family = own!(
-    gauge,
-    "generic_conflicts",
-    "Generic samples left out of this scrape to keep it valid, by kind: duplicate_series (the last received is kept), type_mismatch (the family keeps its first type)."
-);
+/// The exporter's own families, in output order. A family that has no sample
+/// in a scrape is left out: the listener families without a UDP listener,
+/// kernel drops where the OS does not report them, the reload families of a
+/// file missing from [`Scrape::reloads`] (the config file is always there,
+/// the web config file and the auth file when they are configured). Counts
+/// by reason carry every label value from start-up.
+pub const OWN: &[(Family, Samples)] = &[
+    (
+        own!(
+            gauge,
+            "build_info",
+            "Version and revision of the exporter; always 1."
+        ),
+        |s, w| {
+            let b = &s.build;
+            w.sample(
+                &[("version", b.version), ("revision", b.revision)],
+                Number::U64(1),
+            )
+        },
+    ),
+    (
+        own!(
+            gauge,
+            "start_time_seconds",
+            "Start time of the exporter, in Unix seconds."
+        ),
+        |s, w| w.sample(&[], Number::F64(s.build.start_time_unix)),
+    ),
+    (
+        own!(
+            counter,
+            "datagrams_received",
+            "Datagrams received, per UDP listener."
+        ),
+        |s, w| per_listener(s, w, |l| Some(Number::U64(l.datagrams))),
+    ),
+    (
+        own!(
+            counter,
+            "datagram_bytes_received",
+            "Bytes of datagrams received, per UDP listener."
+        ),
+        |s, w| per_listener(s, w, |l| Some(Number::U64(l.bytes))),
+    ),
+    (
+        own!(
+            gauge,
+            "udp_receive_buffer_bytes",
+            "Receive buffer size (SO_RCVBUF) granted by the kernel, per UDP listener."
+        ),
+        |s, w| per_listener(s, w, |l| Some(Number::U64(l.receive_buffer))),
+    ),
+    (
+        own!(
+            counter,
+            "kernel_receive_drops",
+            "Datagrams the kernel dropped because the listener's receive buffer was full."
+        ),
+        |s, w| per_listener(s, w, |l| l.kernel_drops.map(Number::U64)),
+    ),
+    (
+        own!(
+            counter,
+            "datagrams_rejected",
+            "Datagrams dropped whole, by reason."
+        ),
+        |s, w| by_label(w, "reason", &s.telemetry.datagrams_rejected),
+    ),
+    (
+        own!(
+            counter,
+            "decode_errors",
+            "Malformed datagrams, by what was wrong."
+        ),
+        |s, w| by_label(w, "error", &s.telemetry.decode_errors),
+    ),
+    (
+        own!(
+            counter,
+            "value_lists_received",
+            "Value lists decoded from accepted datagrams."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.telemetry.value_lists_received)),
+    ),
+    (
+        own!(counter, "value_lists_accepted", "Value lists stored."),
+        |s, w| w.sample(&[], Number::U64(s.telemetry.value_lists_accepted)),
+    ),
+    (
+        own!(
+            counter,
+            "value_lists_rejected",
+            "Value lists that changed nothing, by reason."
+        ),
+        |s, w| by_label(w, "reason", &s.telemetry.value_lists_rejected),
+    ),
+    (
+        own!(
+            counter,
+            "notifications_received",
+            "collectd notifications received, by severity."
+        ),
+        |s, w| by_label(w, "severity", &s.telemetry.notifications),
+    ),
+    (
+        own!(
+            counter,
+            "http_push_requests",
+            "collectd write_http JSON requests, by status code."
+        ),
+        |s, w| by_label(w, "code", &s.telemetry.push_requests),
+    ),
+    (
+        own!(gauge, "processes", "Live SQLAlchemy client processes."),
+        |s, w| w.sample(&[], Number::U64(s.sqla.live_processes())),
+    ),
+    (
+        own!(
+            gauge,
+            "processes_tracked",
+            "SQLAlchemy client processes held in memory, dead ones kept for counter continuity included."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.sqla.tracked_processes as u64)),
+    ),
+    (
+        own!(gauge, "programs", "Host/program pairs exported."),
+        |s, w| w.sample(&[], Number::U64(s.sqla.programs.len() as u64)),
+    ),
+    (
+        own!(gauge, "series", "SQLAlchemy series in this scrape."),
+        |s, w| w.sample(&[], Number::U64(sqlalchemy_series(&s.sqla) as u64)),
+    ),
+    (
+        own!(
+            counter,
+            "processes_expired",
+            "Processes that stopped reporting and left the gauges."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.sqla.stats.processes_expired)),
+    ),
+    (
+        own!(
+            counter,
+            "processes_forgotten",
+            "Dead processes whose state was dropped."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.sqla.stats.processes_forgotten)),
+    ),
+    (
+        own!(
+            counter,
+            "programs_forgotten",
+            "Host/program pairs removed after --forget-after with no live process."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.sqla.stats.programs_forgotten)),
+    ),
+    (
+        own!(
+            gauge,
+            "config_last_reload_successful",
+            "Whether the last reload of the config file worked (1) or not (0)."
+        ),
+        |s, w| reload(s, w, ConfigFile::Config, successful),
+    ),
+    (
+        own!(
+            gauge,
+            "config_last_reload_success_timestamp_seconds",
+            "When the config file was last loaded successfully, in Unix seconds."
+        ),
+        |s, w| reload(s, w, ConfigFile::Config, success_time),
+    ),
+    (
+        own!(
+            gauge,
+            "web_config_last_reload_successful",
+            "Whether the last reload of the web config file worked (1) or not (0)."
+        ),
+        |s, w| reload(s, w, ConfigFile::WebConfig, successful),
+    ),
+    (
+        own!(
+            gauge,
+            "web_config_last_reload_success_timestamp_seconds",
+            "When the web config file was last loaded successfully, in Unix seconds."
+        ),
+        |s, w| reload(s, w, ConfigFile::WebConfig, success_time),
+    ),
+    (
+        own!(
+            gauge,
+            "auth_file_last_reload_successful",
+            "Whether the last reload of the auth file worked (1) or not (0)."
+        ),
+        |s, w| reload(s, w, ConfigFile::AuthFile, successful),
+    ),
+    (
+        own!(
+            gauge,
+            "auth_file_last_reload_success_timestamp_seconds",
+            "When the auth file was last loaded successfully, in Unix seconds."
+        ),
+        |s, w| reload(s, w, ConfigFile::AuthFile, success_time),
+    ),
+    (
+        own!(
+            gauge,
+            "generic_value_lists",
+            "Generic collectd value lists held."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.generic.value_lists as u64)),
+    ),
+    (
+        own!(
+            counter,
+            "generic_value_lists_expired",
+            "Generic collectd value lists dropped after missing their intervals."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.generic.expired)),
+    ),
+    (
+        own!(
+            gauge,
+            "generic_conflicts",
+            "Generic samples left out of this scrape to keep it valid, by kind: duplicate_series (the last received is kept), type_mismatch (the family keeps its first type)."
+        ),
+        |s, w| {
+            let c = &s.generic.conflicts;
+            by_label(
+                w,
+                "kind",
+                &[
+                    ("duplicate_series", c.duplicate_series),
+                    ("type_mismatch", c.type_mismatch),
+                ],
+            )
+        },
+    ),
+];
 
 /// Help of every generic collectd family: the name says the rest.
 pub const GENERIC_HELP: &str = "collectd value list, named collectd_<plugin>_<type>[_<data source>] as collectd_exporter does.";
 
-/// Every family name the exporter can serve (for docs and tests).
+/// Every family name the exporter can serve but the generic ones, in output
+/// order (for docs and tests): the names of the tables [`write`] walks.
 pub fn all_names() -> Vec<&'static str> {
-    let own = [
-        BUILD_INFO,
-        START_TIME,
-        DATAGRAMS_RECEIVED,
-        DATAGRAM_BYTES_RECEIVED,
-        KERNEL_DROPS,
-        RECEIVE_BUFFER,
-        DATAGRAMS_REJECTED,
-        DECODE_ERRORS,
-        VALUE_LISTS_RECEIVED,
-        VALUE_LISTS_ACCEPTED,
-        VALUE_LISTS_REJECTED,
-        NOTIFICATIONS,
-        PROCESSES,
-        PROCESSES_TRACKED,
-        PROGRAMS,
-        SERIES,
-        PROCESSES_EXPIRED,
-        PROCESSES_FORGOTTEN,
-        PROGRAMS_FORGOTTEN,
-        PUSH_REQUESTS,
-        CONFIG_RELOAD_SUCCESSFUL,
-        CONFIG_RELOAD_TIME,
-        WEB_CONFIG_RELOAD_SUCCESSFUL,
-        WEB_CONFIG_RELOAD_TIME,
-        AUTH_FILE_RELOAD_SUCCESSFUL,
-        AUTH_FILE_RELOAD_TIME,
-        GENERIC_VALUE_LISTS,
-        GENERIC_EXPIRED,
-        GENERIC_CONFLICTS,
-    ];
-    debug_assert!(own.iter().all(|f| f.name.starts_with(P)));
     SQLALCHEMY
         .iter()
         .map(|(f, _)| f.name)
-        .chain([DATABASE_CONNECTIONS.name, DATABASE_CONNECTIONS_MAX.name])
-        .chain(own.iter().map(|f| f.name))
+        .chain(DATABASES.iter().map(|(f, _)| f.name))
+        .chain(OWN.iter().map(|(f, _)| f.name))
         .collect()
 }
 
@@ -409,18 +491,14 @@ pub fn write(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
     }
     if !scrape.databases.is_empty() {
         let dbs = &scrape.databases;
-        w.family(&DATABASE_CONNECTIONS, &mut |s| {
-            for db in dbs {
-                s.sample(&[("database", &db.name)], Number::F64(db.connections))?;
-            }
-            Ok(())
-        })?;
-        w.family(&DATABASE_CONNECTIONS_MAX, &mut |s| {
-            for db in dbs {
-                s.sample(&[("database", &db.name)], Number::U64(db.max_connections))?;
-            }
-            Ok(())
-        })?;
+        for (family, value) in DATABASES {
+            w.family(family, &mut |s| {
+                for db in dbs {
+                    s.sample(&[("database", &db.name)], value(db))?;
+                }
+                Ok(())
+            })?;
+        }
     }
     write_generic(&scrape.generic, w)?;
     write_own(scrape, w)
@@ -451,141 +529,251 @@ fn write_generic(g: &GenericSnapshot, w: &mut dyn FamilyWriter) -> fmt::Result {
     Ok(())
 }
 
+/// Writes the [`OWN`] families that have a sample in this scrape.
 fn write_own(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
-    let t = &scrape.telemetry;
-    let b = &scrape.build;
-    single(
-        w,
-        &BUILD_INFO,
-        &[("version", b.version), ("revision", b.revision)],
-        Number::U64(1),
-    )?;
-    single(w, &START_TIME, &[], Number::F64(b.start_time_unix))?;
-
-    let listeners = &t.listeners;
-    if !listeners.is_empty() {
-        per_listener(w, &DATAGRAMS_RECEIVED, listeners, |l| {
-            Some(Number::U64(l.datagrams))
-        })?;
-        per_listener(w, &DATAGRAM_BYTES_RECEIVED, listeners, |l| {
-            Some(Number::U64(l.bytes))
-        })?;
-        per_listener(w, &RECEIVE_BUFFER, listeners, |l| {
-            Some(Number::U64(l.receive_buffer))
-        })?;
-        if listeners.iter().any(|l| l.kernel_drops.is_some()) {
-            per_listener(w, &KERNEL_DROPS, listeners, |l| {
-                l.kernel_drops.map(Number::U64)
-            })?;
+    for (family, samples) in OWN {
+        let mut count = Count(0);
+        samples(scrape, &mut count)?;
+        if count.0 > 0 {
+            w.family(family, &mut |s| samples(scrape, s))?;
         }
     }
-    by_reason(w, &DATAGRAMS_REJECTED, "reason", &t.datagrams_rejected)?;
-    by_reason(w, &DECODE_ERRORS, "error", &t.decode_errors)?;
-    single(
-        w,
-        &VALUE_LISTS_RECEIVED,
-        &[],
-        Number::U64(t.value_lists_received),
-    )?;
-    single(
-        w,
-        &VALUE_LISTS_ACCEPTED,
-        &[],
-        Number::U64(t.value_lists_accepted),
-    )?;
-    by_reason(w, &VALUE_LISTS_REJECTED, "reason", &t.value_lists_rejected)?;
-    by_reason(w, &NOTIFICATIONS, "severity", &t.notifications)?;
-    by_reason(w, &PUSH_REQUESTS, "code", &t.push_requests)?;
+    Ok(())
+}
 
-    let s = &scrape.sqla;
-    single(w, &PROCESSES, &[], Number::U64(s.live_processes()))?;
-    single(
-        w,
-        &PROCESSES_TRACKED,
-        &[],
-        Number::U64(s.tracked_processes as u64),
-    )?;
-    single(w, &PROGRAMS, &[], Number::U64(s.programs.len() as u64))?;
-    single(w, &SERIES, &[], Number::U64(sqlalchemy_series(s) as u64))?;
-    single(
-        w,
-        &PROCESSES_EXPIRED,
-        &[],
-        Number::U64(s.stats.processes_expired),
-    )?;
-    single(
-        w,
-        &PROCESSES_FORGOTTEN,
-        &[],
-        Number::U64(s.stats.processes_forgotten),
-    )?;
-    single(
-        w,
-        &PROGRAMS_FORGOTTEN,
-        &[],
-        Number::U64(s.stats.programs_forgotten),
-    )?;
+/// Counts samples without writing them: whether a family has any.
+struct Count(usize);
 
-    for (file, reload) in &scrape.reloads {
-        let (successful, time) = reload_families(*file);
-        single(
-            w,
-            &successful,
-            &[],
-            Number::U64(u64::from(reload.successful)),
-        )?;
-        single(w, &time, &[], Number::F64(reload.success_unix))?;
+impl SampleWriter for Count {
+    fn sample(&mut self, _: &Labels<'_>, _: Number) -> fmt::Result {
+        self.0 += 1;
+        Ok(())
+    }
+}
+
+/// One sample per UDP listener that has a value, labelled `listener`.
+fn per_listener(
+    scrape: &Scrape,
+    w: &mut dyn SampleWriter,
+    value: fn(&ListenerSnapshot) -> Option<Number>,
+) -> fmt::Result {
+    for l in &scrape.telemetry.listeners {
+        if let Some(v) = value(l) {
+            w.sample(&[("listener", &l.label)], v)?;
+        }
+    }
+    Ok(())
+}
+
+/// One sample per label value, in the order given.
+fn by_label(w: &mut dyn SampleWriter, label: &str, counts: &[(&'static str, u64)]) -> fmt::Result {
+    for (value, n) in counts {
+        w.sample(&[(label, value)], Number::U64(*n))?;
+    }
+    Ok(())
+}
+
+/// The one sample of a reload family, where the scrape has the file's status.
+fn reload(
+    scrape: &Scrape,
+    w: &mut dyn SampleWriter,
+    file: ConfigFile,
+    value: fn(&ReloadStatus) -> Number,
+) -> fmt::Result {
+    match scrape.reloads.iter().find(|(f, _)| *f == file) {
+        Some((_, status)) => w.sample(&[], value(status)),
+        None => Ok(()),
+    }
+}
+
+fn successful(status: &ReloadStatus) -> Number {
+    Number::U64(u64::from(status.successful))
+}
+
+fn success_time(status: &ReloadStatus) -> Number {
+    Number::F64(status.success_unix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collectd::{DecodeErrorKind, SeverityKind};
+    use crate::exposition::text::TextWriter;
+    use crate::route::Pool;
+    use crate::store::sqlalchemy::ProgramSnapshot;
+    use crate::telemetry::{DatagramReject, PushOutcome, Telemetry, ValueListReject};
+
+    /// Records the names of the families written, in order.
+    #[derive(Default)]
+    struct Names(Vec<String>);
+
+    impl FamilyWriter for Names {
+        fn family(
+            &mut self,
+            family: &Family<'_>,
+            samples: &mut dyn FnMut(&mut dyn SampleWriter) -> fmt::Result,
+        ) -> fmt::Result {
+            self.0.push(family.name.to_owned());
+            samples(&mut Count(0))
+        }
     }
 
-    let g = &scrape.generic;
-    single(
-        w,
-        &GENERIC_VALUE_LISTS,
-        &[],
-        Number::U64(g.value_lists as u64),
-    )?;
-    single(w, &GENERIC_EXPIRED, &[], Number::U64(g.expired))?;
-    by_reason(
-        w,
-        &GENERIC_CONFLICTS,
-        "kind",
-        &[
-            ("duplicate_series", g.conflicts.duplicate_series),
-            ("type_mismatch", g.conflicts.type_mismatch),
-        ],
-    )
-}
+    fn names(scrape: &Scrape) -> Vec<String> {
+        let mut names = Names::default();
+        write(scrape, &mut names).expect("writes");
+        names.0
+    }
 
-fn single(w: &mut dyn FamilyWriter, f: &Family<'_>, labels: &Labels<'_>, v: Number) -> fmt::Result {
-    w.family(f, &mut |s| s.sample(labels, v))
-}
+    /// A scrape with everything that can be absent present: a program with
+    /// a capacity and transactions, a database, a listener whose kernel
+    /// drops are known, every reloadable file.
+    fn full() -> Scrape {
+        let mut telemetry = Telemetry::default().snapshot();
+        telemetry.listeners.push(ListenerSnapshot {
+            label: "0.0.0.0:25827".into(),
+            datagrams: 1,
+            bytes: 2,
+            receive_buffer: 3,
+            kernel_drops: Some(4),
+        });
+        let status = ReloadStatus {
+            successful: true,
+            success_unix: 1.0,
+        };
+        Scrape {
+            sqla: SqlaSnapshot {
+                programs: vec![ProgramSnapshot {
+                    host: "h".into(),
+                    program: "p".into(),
+                    processes: 1,
+                    pool: Pool::default(),
+                    totals: [0; 4],
+                    transactions: Some([0; 3]),
+                    last_report_unix: 1.0,
+                    interval_seconds: 10.0,
+                    connections_max: Some(20.0),
+                }],
+                ..SqlaSnapshot::default()
+            },
+            databases: vec![DatabaseSnapshot {
+                name: "db".into(),
+                connections: 1.0,
+                max_connections: 100,
+            }],
+            reloads: ConfigFile::ALL.iter().map(|f| (*f, status)).collect(),
+            telemetry,
+            ..Scrape::default()
+        }
+    }
 
-fn per_listener(
-    w: &mut dyn FamilyWriter,
-    f: &Family<'_>,
-    listeners: &[crate::telemetry::ListenerSnapshot],
-    value: fn(&crate::telemetry::ListenerSnapshot) -> Option<Number>,
-) -> fmt::Result {
-    w.family(f, &mut |s| {
-        for l in listeners {
-            if let Some(v) = value(l) {
-                s.sample(&[("listener", &l.label)], v)?;
+    /// No family is listed without being written, or written without being
+    /// listed, and `all_names` is the output order.
+    #[test]
+    fn a_full_scrape_writes_every_listed_family_in_order() {
+        assert_eq!(names(&full()), all_names());
+    }
+
+    #[test]
+    fn family_names_are_distinct_and_own_ones_prefixed() {
+        let all = all_names();
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len());
+        for (f, _) in OWN {
+            assert!(
+                f.name.starts_with("sqlalchemy_collectd_exporter_"),
+                "{}",
+                f.name
+            );
+        }
+    }
+
+    /// Every file a reload re-reads has its two families, written when the
+    /// scrape has its status and only then.
+    #[test]
+    fn each_reloadable_file_has_its_two_families() {
+        let mut none = full();
+        none.reloads.clear();
+        let without = names(&none);
+        for file in ConfigFile::ALL {
+            let mut one = full();
+            one.reloads.retain(|(f, _)| *f == file);
+            let extra: Vec<_> = names(&one)
+                .into_iter()
+                .filter(|n| !without.contains(n))
+                .collect();
+            assert_eq!(extra.len(), 2, "{file:?}: {extra:?}");
+            assert!(extra[0].ends_with("_last_reload_successful"), "{extra:?}");
+            assert!(
+                extra[1].ends_with("_last_reload_success_timestamp_seconds"),
+                "{extra:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_listeners_or_kernel_drops_their_families_are_left_out() {
+        let mut scrape = full();
+        scrape.telemetry.listeners[0].kernel_drops = None;
+        let listed = |scrape: &Scrape, name: &str| {
+            names(scrape)
+                .iter()
+                .any(|n| *n == format!("sqlalchemy_collectd_exporter_{name}"))
+        };
+        assert!(!listed(&scrape, "kernel_receive_drops"));
+        assert!(listed(&scrape, "datagrams_received"));
+        scrape.telemetry.listeners.clear();
+        for name in [
+            "datagrams_received",
+            "datagram_bytes_received",
+            "udp_receive_buffer_bytes",
+        ] {
+            assert!(!listed(&scrape, name), "{name}");
+        }
+    }
+
+    /// Every reason of every reason enum is a series of the first scrape, at 0.
+    #[test]
+    fn every_reason_is_in_the_first_scrape_at_zero() {
+        let scrape = Scrape {
+            telemetry: Telemetry::default().snapshot(),
+            ..Scrape::default()
+        };
+        let mut text = String::new();
+        write(&scrape, &mut TextWriter::new(&mut text)).expect("writes");
+        let families: [(&str, &str, Vec<&str>); 5] = [
+            (
+                "datagrams_rejected",
+                "reason",
+                DatagramReject::ALL.map(DatagramReject::as_str).to_vec(),
+            ),
+            (
+                "decode_errors",
+                "error",
+                DecodeErrorKind::ALL.map(DecodeErrorKind::as_str).to_vec(),
+            ),
+            (
+                "value_lists_rejected",
+                "reason",
+                ValueListReject::ALL.map(ValueListReject::as_str).to_vec(),
+            ),
+            (
+                "notifications_received",
+                "severity",
+                SeverityKind::ALL.map(SeverityKind::as_str).to_vec(),
+            ),
+            (
+                "http_push_requests",
+                "code",
+                PushOutcome::ALL.map(PushOutcome::as_str).to_vec(),
+            ),
+        ];
+        for (family, label, values) in families {
+            for value in values {
+                let line = format!(
+                    "\nsqlalchemy_collectd_exporter_{family}_total{{{label}=\"{value}\"}} 0\n"
+                );
+                assert!(text.contains(&line), "{line:?} missing from\n{text}");
             }
         }
-        Ok(())
-    })
-}
-
-fn by_reason(
-    w: &mut dyn FamilyWriter,
-    f: &Family<'_>,
-    label: &str,
-    counts: &[(&'static str, u64)],
-) -> fmt::Result {
-    w.family(f, &mut |s| {
-        for (reason, n) in counts {
-            s.sample(&[(label, reason)], Number::U64(*n))?;
-        }
-        Ok(())
-    })
+    }
 }

@@ -6,6 +6,7 @@
 
 use crate::collectd::{SecurityLevel, json};
 use crate::ingest::Sink;
+use crate::telemetry::PushOutcome;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -25,23 +26,33 @@ pub async fn collectd_post(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let (code, message) = match announced {
+    let (outcome, message) = match announced {
         // Refused before reading: no need to take in a body we will not use.
         Some(n) if n > MAX_PUSH_BYTES as u64 => too_large(),
         _ => handle(&sink, body).await,
     };
-    sink.telemetry().push_request(code.as_u16());
-    (code, message).into_response()
+    sink.telemetry().push_request(outcome);
+    (status(outcome), message).into_response()
 }
 
-fn too_large() -> (StatusCode, String) {
+/// The answer's status code, which the outcome's label names.
+fn status(outcome: PushOutcome) -> StatusCode {
+    match outcome {
+        PushOutcome::Received => StatusCode::OK,
+        PushOutcome::BadBody => StatusCode::BAD_REQUEST,
+        PushOutcome::Forbidden => StatusCode::FORBIDDEN,
+        PushOutcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+    }
+}
+
+fn too_large() -> (PushOutcome, String) {
     (
-        StatusCode::PAYLOAD_TOO_LARGE,
+        PushOutcome::TooLarge,
         format!("body larger than {MAX_PUSH_BYTES} bytes\n"),
     )
 }
 
-async fn handle(sink: &Sink, body: Body) -> (StatusCode, String) {
+async fn handle(sink: &Sink, body: Body) -> (PushOutcome, String) {
     let Ok(bytes) = axum::body::to_bytes(body, MAX_PUSH_BYTES).await else {
         return too_large();
     };
@@ -49,7 +60,7 @@ async fn handle(sink: &Sink, body: Body) -> (StatusCode, String) {
     if level != SecurityLevel::None {
         // write_http data is neither signed nor encrypted.
         return (
-            StatusCode::FORBIDDEN,
+            PushOutcome::Forbidden,
             format!(
                 "collectd security level {:?} accepts only signed or encrypted datagrams\n",
                 level
@@ -60,11 +71,23 @@ async fn handle(sink: &Sink, body: Body) -> (StatusCode, String) {
         Ok(value_lists) => {
             let n = value_lists.len();
             sink.value_lists(value_lists, "write_http");
-            (StatusCode::OK, format!("received {n} value lists\n"))
+            (PushOutcome::Received, format!("received {n} value lists\n"))
         }
         Err(e) => {
             tracing::debug!(error = %e, "write_http body rejected");
-            (StatusCode::BAD_REQUEST, format!("{e}\n"))
+            (PushOutcome::BadBody, format!("{e}\n"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_outcome_is_counted_under_its_status_code() {
+        for outcome in PushOutcome::ALL {
+            assert_eq!(status(outcome).as_str(), outcome.as_str());
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::route::{Record, Sample, SqlaRecord, route, route_client};
 use crate::state::Current;
 use crate::store::sqlalchemy::Report;
 use crate::store::{Now, Stores, lock};
-use crate::telemetry::{DatagramReject, Listener, Telemetry};
+use crate::telemetry::{DatagramReject, Listener, Telemetry, ValueListReject};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -159,7 +159,8 @@ impl Sink {
             match sample {
                 Ok(sample) => batch.fast.push((report, sample)),
                 Err(e) => {
-                    self.telemetry.value_list_rejected(e.reason());
+                    self.telemetry
+                        .value_list_rejected(ValueListReject::from(&e));
                     tracing::debug!(%from, error = %e, "value list rejected");
                 }
             }
@@ -266,7 +267,7 @@ impl Sink {
                 Ok(Record::Sqla(r)) => batch.sqla.push(r),
                 Ok(Record::Generic(vl)) => batch.generic.push(vl),
                 Err(e) => {
-                    t.value_list_rejected(e.reason());
+                    t.value_list_rejected(ValueListReject::from(&e));
                     tracing::debug!(%from, error = %e, "value list rejected");
                 }
             }
@@ -318,7 +319,7 @@ impl Sink {
         self.telemetry
             .value_lists_accepted((total - rejected.len()) as u64);
         for e in rejected {
-            self.telemetry.value_list_rejected(e.reason());
+            self.telemetry.value_list_rejected(ValueListReject::from(e));
         }
         batch.sqla.clear();
         batch.generic.clear();

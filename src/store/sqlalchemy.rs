@@ -60,15 +60,6 @@ pub enum ApplyError {
     OverLimit(&'static str),
 }
 
-impl ApplyError {
-    pub fn reason(self) -> &'static str {
-        match self {
-            ApplyError::OutOfOrder => "out_of_order",
-            ApplyError::OverLimit(_) => "over_limit",
-        }
-    }
-}
-
 /// Cumulative events the store has counted since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
