@@ -1,5 +1,6 @@
 //! `GET /api/v1/pools`: one scrape's SQLAlchemy part as the JSON document of
-//! `crate::api`.
+//! `crate::api`. Takes the scrape's sources; hands on the JSON (500 when it
+//! cannot be encoded).
 
 use crate::api::{Exporter, document};
 use crate::snapshot::Sources;

@@ -1,5 +1,6 @@
 //! `/`: the landing page, linking the metrics, the pools document (where it
-//! is served) and the health checks.
+//! is served) and the health checks. Takes the paths in use; hands on the
+//! page, built once at start.
 
 /// `/`: links to the metrics, the pools document (when `serves_api`: a
 /// telemetry or push path can take its place) and the health checks.

@@ -1,7 +1,8 @@
 //! `POST /-/reload`: re-reads every configured file, as SIGHUP does (one
 //! [`Reloader`] for both). 200 when every file loaded, 500 when one did not
 //! (its last good version stays in use, the others are reloaded all the
-//! same); the body names each file and its result.
+//! same); the body names each file and its result. Takes the reloader; hands
+//! on the answer.
 
 use crate::state::{Reloader, answer};
 use crate::store::Now;
