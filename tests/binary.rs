@@ -1,63 +1,20 @@
-//! The built binary: starts on ephemeral ports and logs every bound address,
-//! serves what it receives, exits 0 on SIGTERM; a bad flag or an address it
-//! cannot bind exits non-zero with a one-line reason.
+//! The built binary: starts on ephemeral ports, writes them to its ready
+//! file and logs them, serves what it receives, exits 0 on SIGTERM (removing
+//! its ready file); a bad flag, an address it cannot bind or a ready file it
+//! cannot write exits non-zero with a one-line reason.
 
 mod common;
 
+use common::TempDir;
+use common::binary::Binary;
+use nix::sys::signal::Signal;
 use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sqlalchemy-collectd-exporter");
-
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Running { child, lines }
-}
-
-impl Running {
-    /// The next log line containing `needle`.
-    fn wait_for(&self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-}
+const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The value of `key=` in a logfmt line.
 fn field(line: &str, key: &str) -> String {
@@ -73,18 +30,21 @@ fn field(line: &str, key: &str) -> String {
 
 #[test]
 fn binary_logs_its_addresses_serves_and_stops_on_sigterm() {
-    let r = spawn(&[
-        "--collectd.listen-address",
-        "127.0.0.1:0",
-        "--web.listen-address",
-        "127.0.0.1:0",
-    ]);
-    let udp: SocketAddr = field(&r.wait_for("listening for collectd datagrams"), "listener")
-        .parse()
-        .expect("udp address");
-    let http: SocketAddr = field(&r.wait_for("serving metrics over HTTP"), "address")
-        .parse()
-        .expect("http address");
+    let mut r = Binary::start(BIN, &[]);
+    // The log names the addresses the ready file does.
+    let udp: SocketAddr = field(
+        &r.log.wait_for("listening for collectd datagrams", TIMEOUT),
+        "listener",
+    )
+    .parse()
+    .expect("udp address");
+    let http: SocketAddr = field(
+        &r.log.wait_for("serving metrics over HTTP", TIMEOUT),
+        "address",
+    )
+    .parse()
+    .expect("http address");
+    assert_eq!((udp, http), (r.udp, r.http));
 
     let id = Identity {
         host: "web1".into(),
@@ -110,30 +70,40 @@ fn binary_logs_its_addresses_serves_and_stops_on_sigterm() {
         Some(5.0)
     );
 
-    let pid = r.child.id().to_string();
-    let mut r = r;
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    r.wait_for("shutting down");
-    let status = common::poll(Duration::from_secs(10), "exit after SIGTERM", || {
-        r.child.try_wait().expect("wait")
-    });
+    r.signal(Signal::SIGTERM);
+    r.log.wait_for("shutting down", TIMEOUT);
+    let status = r.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
+    assert!(
+        !r.ready_file.exists(),
+        "the ready file outlived the exporter"
+    );
+}
+
+#[test]
+fn ready_file_names_every_listener() {
+    let r = Binary::start(
+        BIN,
+        &[
+            "--collectd.listen-address",
+            "[::1]:0",
+            "--web.listen-address",
+            "localhost:0",
+        ],
+    );
+    assert_eq!(r.ready.pid, r.pid());
+    assert_eq!(r.ready.collectd.len(), 2, "{:?}", r.ready);
+    assert_eq!(r.ready.web.len(), 2, "{:?}", r.ready);
+    assert!(r.ready.collectd[1].is_ipv6(), "{:?}", r.ready);
+    for http in &r.ready.web {
+        assert_eq!(common::get(*http, "/-/ready", &[]).status, 200, "{http}");
+    }
 }
 
 #[test]
 fn json_logs_when_asked() {
-    let r = spawn(&[
-        "--collectd.listen-address",
-        "127.0.0.1:0",
-        "--web.listen-address",
-        "127.0.0.1:0",
-        "--log.format",
-        "json",
-    ]);
-    let line = r.wait_for("listening for collectd datagrams");
+    let r = Binary::start(BIN, &["--log.format", "json"]);
+    let line = r.log.wait_for("listening for collectd datagrams", TIMEOUT);
     let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
     assert_eq!(v["level"], "INFO");
     assert!(
@@ -182,27 +152,47 @@ fn unbindable_address_exits_1_naming_it() {
 }
 
 #[test]
-fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
-    let dir = std::env::temp_dir().join(format!("sce-hup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let auth = dir.join("authfile");
-    std::fs::write(&auth, "alice: not-the-password\n").expect("write");
-    let r = spawn(&[
+fn unwritable_ready_file_exits_1_naming_it() {
+    let dir = TempDir::new("binary", "unwritable-ready");
+    let ready = dir.path().join("no-such-directory/ready.json");
+    let (code, stderr) = fails(&[
         "--collectd.listen-address",
         "127.0.0.1:0",
         "--web.listen-address",
         "127.0.0.1:0",
-        "--collectd.security-level",
-        "encrypt",
-        "--collectd.auth-file",
-        auth.to_str().expect("path"),
+        "--web.ready-file",
+        ready.to_str().expect("UTF-8 path"),
     ]);
-    let udp: SocketAddr = field(&r.wait_for("listening for collectd datagrams"), "listener")
-        .parse()
-        .expect("udp");
-    let http: SocketAddr = field(&r.wait_for("serving metrics over HTTP"), "address")
-        .parse()
-        .expect("http");
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().last().expect("an error line"),
+        format!(
+            "error: ready file {}: No such file or directory (os error 2)",
+            ready.display()
+        )
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("read dir").count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
+    let dir = TempDir::new("binary", "hup");
+    let auth = dir.path().join("authfile");
+    std::fs::write(&auth, "alice: not-the-password\n").expect("write");
+    let r = Binary::start(
+        BIN,
+        &[
+            "--collectd.security-level",
+            "encrypt",
+            "--collectd.auth-file",
+            auth.to_str().expect("path"),
+        ],
+    );
+    let (udp, http) = (r.udp, r.http);
     let encrypted = common::datagrams("09_collectd_encrypt");
     let rejected =
         "sqlalchemy_collectd_exporter_datagrams_rejected_total{reason=\"decrypt_failed\"}";
@@ -211,17 +201,11 @@ fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
         s.get(rejected) == Some(&1.0)
     });
 
-    let hup = || {
-        Command::new("kill")
-            .args(["-HUP", &r.child.id().to_string()])
-            .status()
-            .expect("kill")
-    };
     std::fs::write(&auth, "alice: wonderland\n").expect("write");
-    hup();
+    r.signal(Signal::SIGHUP);
     // Regression: the reload was logged before the new users were in use,
     // so a datagram sent on seeing the line could still meet the old ones.
-    r.wait_for("auth file reloaded");
+    r.log.wait_for("auth file reloaded", TIMEOUT);
     common::send_all(udp, &encrypted[1..2]);
     let s = common::scrape_until(
         http,
@@ -237,8 +221,8 @@ fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
     let before = s[lists];
 
     std::fs::write(&auth, "alice\n").expect("write");
-    hup();
-    let line = r.wait_for("auth file reload failed");
+    r.signal(Signal::SIGHUP);
+    let line = r.log.wait_for("auth file reload failed", TIMEOUT);
     assert!(
         line.contains(&format!("{}:1: expected", auth.display())),
         "{line}"
@@ -256,9 +240,8 @@ fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
 
 #[test]
 fn unreadable_auth_file_exits_1_naming_file_and_line() {
-    let dir = std::env::temp_dir().join(format!("sce-badauth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let auth = dir.join("authfile");
+    let dir = TempDir::new("binary", "badauth");
+    let auth = dir.path().join("authfile");
     std::fs::write(&auth, "# users\nalice wonderland\n").expect("write");
     let (code, stderr) = fails(&[
         "--collectd.listen-address",
@@ -280,22 +263,11 @@ fn unreadable_auth_file_exits_1_naming_file_and_line() {
 
 #[test]
 fn a_flood_of_bad_datagrams_logs_one_warning_per_reason() {
-    let mut r = spawn(&[
-        "--collectd.listen-address",
-        "127.0.0.1:0",
-        "--web.listen-address",
-        "127.0.0.1:0",
-    ]);
-    let udp: SocketAddr = field(&r.wait_for("listening for collectd datagrams"), "listener")
-        .parse()
-        .expect("udp");
-    let http: SocketAddr = field(&r.wait_for("serving metrics over HTTP"), "address")
-        .parse()
-        .expect("http");
+    let mut r = Binary::start(BIN, &[]);
     let garbage: Vec<Vec<u8>> = (0..50u8).map(|i| vec![0xff, i, 0, 1]).collect();
-    common::send_all(udp, &garbage);
+    common::send_all(r.udp, &garbage);
     common::scrape_until(
-        http,
+        r.http,
         "50 malformed datagrams",
         Duration::from_secs(10),
         |s| {
@@ -303,16 +275,10 @@ fn a_flood_of_bad_datagrams_logs_one_warning_per_reason() {
                 == Some(&50.0)
         },
     );
-    Command::new("kill")
-        .args(["-TERM", &r.child.id().to_string()])
-        .status()
-        .expect("kill");
+    r.signal(Signal::SIGTERM);
     let mut lines = Vec::new();
     loop {
-        let line = r
-            .lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("log until shutdown");
+        let line = r.log.next_line(TIMEOUT).expect("log until shutdown");
         if line.contains("shutting down") {
             break;
         }
@@ -328,7 +294,5 @@ fn a_flood_of_bad_datagrams_logs_one_warning_per_reason() {
         "{}",
         warnings[0]
     );
-    common::poll(Duration::from_secs(10), "exit", || {
-        r.child.try_wait().expect("wait")
-    });
+    r.wait_exit(Duration::from_secs(10));
 }
