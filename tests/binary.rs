@@ -1,17 +1,21 @@
 //! The built binary: starts on ephemeral ports, writes them to its ready
-//! file and logs them, serves what it receives, exits 0 on SIGTERM (removing
-//! its ready file); a bad flag, an address it cannot bind or a ready file it
+//! file and logs them, serves what it receives, exits 0 on SIGTERM once the
+//! requests in flight are answered (removing its ready file; SIGKILL leaves
+//! it, stale); a bad flag, an address it cannot bind or a ready file it
 //! cannot write exits non-zero with a one-line reason.
 
 mod common;
 
 use common::TempDir;
-use common::binary::Binary;
+use common::binary::{Binary, Ready};
+use common::load;
 use nix::sys::signal::Signal;
 use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value};
-use std::net::SocketAddr;
+use sqlalchemy_collectd_exporter::server::SHUTDOWN_GRACE;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sqlalchemy-collectd-exporter");
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -295,4 +299,152 @@ fn a_flood_of_bad_datagrams_logs_one_warning_per_reason() {
         warnings[0]
     );
     r.wait_exit(Duration::from_secs(10));
+}
+
+/// Generic series for the scrape held open at shutdown: an OpenMetrics
+/// body of about 10 MB, more than twice what the socket buffers between the
+/// exporter and the client hold (the client's receive buffer is pinned at
+/// [`CLIENT_BUFFER`], the exporter's send buffer grows to
+/// `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default), so the exporter is
+/// still writing it when SIGTERM arrives.
+const SERIES: usize = 150_000;
+const CLIENT_BUFFER: usize = 64 << 10;
+/// Less than this and the exporter may have written the whole body into
+/// the socket buffers before SIGTERM: the test would prove nothing.
+const BODY_AT_LEAST: usize = 8 << 20;
+/// How long the slow client takes for the rest of the body after SIGTERM:
+/// ten times what the exporter needs to stop everything else (its receive
+/// threads see the stop within 100 ms), well within [`SHUTDOWN_GRACE`].
+const SLOW_READ: Duration = Duration::from_secs(1);
+
+/// A `GET /metrics` (OpenMetrics, so that a complete body ends in `# EOF`)
+/// on a connection whose receive buffer is [`CLIENT_BUFFER`].
+fn open_scrape(http: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(http), Type::STREAM, None).expect("socket");
+    socket
+        .set_recv_buffer_size(CLIENT_BUFFER)
+        .expect("SO_RCVBUF");
+    socket.connect(&http.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("read timeout");
+    stream
+        .write_all(
+            b"GET /metrics HTTP/1.1\r\nHost: exporter\r\n\
+              Accept: application/openmetrics-text; version=1.0.0\r\nConnection: close\r\n\r\n",
+        )
+        .expect("send the request");
+    stream
+}
+
+/// Reads until the response head and some of the body have arrived: the
+/// exporter is answering. Returns (head, the body so far).
+fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let n = stream.read(&mut buf).expect("the response starts");
+        assert!(n > 0, "the connection closed before the response");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+            && got.len() > end + 4
+        {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            return (head, got[end + 4..].to_vec());
+        }
+    }
+}
+
+/// Reads the rest of a body of `length` bytes as a slow client does, spread
+/// over [`SLOW_READ`]; stops at the end of the stream.
+fn read_slowly(stream: &mut TcpStream, body: &mut Vec<u8>, length: usize) {
+    let (start, from) = (Instant::now(), body.len());
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        let n = stream.read(&mut buf).expect("the rest of the response");
+        if n == 0 {
+            return;
+        }
+        body.extend_from_slice(&buf[..n]);
+        let share = (body.len() - from) as f64 / length.saturating_sub(from).max(1) as f64;
+        let due = SLOW_READ.mul_f64(share.min(1.0));
+        std::thread::sleep(due.saturating_sub(start.elapsed()));
+    }
+}
+
+#[test]
+fn sigterm_lets_a_scrape_in_flight_finish_then_exits_0_without_its_ready_file() {
+    let mut r = Binary::start(BIN, &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    // Interval 1 h: the series stay live for the whole test. In batches the
+    // exporter has read, so that a slow (debug) build drops none.
+    let datagrams = load::collectd_datagrams(SERIES, now, 3600);
+    load::send_drained(r.udp, &datagrams, 256, Duration::from_secs(60));
+
+    let mut stream = open_scrape(r.http);
+    let (head, mut body) = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head}"));
+    assert!(
+        length >= BODY_AT_LEAST,
+        "a scrape of {length} bytes is too small"
+    );
+    // The answer is being written and this client holds it: SIGTERM now,
+    // then the rest, slowly.
+    let term = Instant::now();
+    r.signal(Signal::SIGTERM);
+    r.log.wait_for("shutting down", TIMEOUT);
+    read_slowly(&mut stream, &mut body, length);
+    let read = term.elapsed();
+    let status = r.wait_exit(SHUTDOWN_GRACE.saturating_sub(term.elapsed()));
+
+    // Checked to fail without graceful shutdown: with `server::run`
+    // aborting the HTTP servers (`servers.abort_all()`) instead of awaiting
+    // them, as it did before, the connection goes with the runtime once the
+    // receive threads have stopped, and the body ends at what the socket
+    // buffers held then, a few MB of the 10.
+    assert_eq!(
+        body.len(),
+        length,
+        "the answer was cut off at shutdown (read until {read:?} after SIGTERM)"
+    );
+    let text = String::from_utf8(body).expect("UTF-8 exposition");
+    assert!(text.ends_with("\n# EOF\n"), "not a complete exposition");
+    let series = common::samples(&text)
+        .keys()
+        .filter(|k| k.starts_with("collectd_"))
+        .count();
+    // Every series but, at most, those of the receive thread's last batch
+    // (64 datagrams), which it may still have been storing at the scrape.
+    let last_batch = 64 * (SERIES.div_ceil(datagrams.len()) + 1);
+    assert!(
+        series + last_batch >= SERIES,
+        "{series} of {SERIES} generic series served"
+    );
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        !r.ready_file.exists(),
+        "the ready file outlived a clean shutdown"
+    );
+}
+
+#[test]
+fn sigkill_leaves_the_ready_file_stale() {
+    let mut r = Binary::start(BIN, &[]);
+    r.signal(Signal::SIGKILL);
+    r.wait_exit(TIMEOUT);
+    // Nobody removed it: it names a process that is gone.
+    assert_eq!(Ready::read(&r.ready_file).as_ref(), Some(&r.ready));
 }
