@@ -32,11 +32,14 @@
 //! smaller sizes and shorter phases (a smoke run, not a measurement).
 //! Everything runs on loopback and is bounded in time.
 
-#[path = "support/load.rs"]
-mod load;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
+use common::binary::Binary;
+use common::load;
+use nix::sys::signal::Signal;
 use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value, decode};
-use std::io::{BufRead, BufReader, IoSliceMut};
+use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
@@ -159,11 +162,8 @@ fn big_socket() -> UdpSocket {
 }
 
 fn send_all(to: SocketAddr, datagrams: &[Vec<u8>]) {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
-    for d in datagrams {
-        // A full socket buffer drops; the ceiling counts what arrived.
-        let _ = s.send_to(d, to);
-    }
+    // A full socket buffer drops; the ceiling counts what arrived.
+    load::Sender::new(to).send(datagrams);
 }
 
 /// Datagrams/s a bare recvmmsg loop drains from a pre-filled socket.
@@ -194,21 +194,10 @@ fn ceiling(datagrams: &[Vec<u8>]) -> f64 {
     got as f64 / start.elapsed().as_secs_f64()
 }
 
-struct Exporter {
-    child: Child,
-    udp: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn exporter(cpu: Option<usize>, extra: &[&str]) -> Exporter {
-    let mut cmd = match cpu {
+/// The release binary, on CPU `cpu` when given (`taskset`), with `extra`
+/// flags.
+fn exporter(cpu: Option<usize>, extra: &[&str]) -> Binary {
+    let command = match cpu {
         Some(c) => {
             let mut t = Command::new("taskset");
             t.args(["-c", &c.to_string(), BIN]);
@@ -216,47 +205,9 @@ fn exporter(cpu: Option<usize>, extra: &[&str]) -> Exporter {
         }
         None => Command::new(BIN),
     };
-    cmd.args([
-        "--collectd.listen-address",
-        "127.0.0.1:0",
-        "--web.listen-address",
-        "127.0.0.1:0",
-        "--log.level",
-        "info",
-    ])
-    .args(extra)
-    .stderr(Stdio::piped())
-    .stdout(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{BIN}: {e} (cargo build --release first)"));
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let field = |line: &str, key: &str| -> SocketAddr {
-        let at = line.find(&format!(" {key}=")).expect("field") + key.len() + 2;
-        line[at..]
-            .split(' ')
-            .next()
-            .expect("value")
-            .parse()
-            .expect("address")
-    };
-    let (mut udp, mut http) = (None, None);
-    while udp.is_none() || http.is_none() {
-        let line = lines.next().expect("exporter log").expect("line");
-        if line.contains("listening for collectd datagrams") {
-            udp = Some(field(&line, "listener"));
-        }
-        if line.contains("serving metrics over HTTP") {
-            http = Some(field(&line, "address"));
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Exporter {
-        child,
-        udp: udp.expect("udp"),
-        http: http.expect("http"),
-    }
+    let mut args = vec!["--log.level", "info"];
+    args.extend_from_slice(extra);
+    Binary::launch(command, &args)
 }
 
 fn get(http: SocketAddr) -> String {
@@ -290,30 +241,7 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn rss_bytes(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb * 1024.0)
-}
-
-fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-}
-
-/// Bytes queued on the UDP socket bound to 127.0.0.1:`port`
-/// (/proc/net/udp, the rx_queue half of `tx_queue:rx_queue`).
-fn rx_queue(port: u16) -> Option<u64> {
-    let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/udp")
-        .ok()?
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .and_then(|q| q.split_once(':'))
-        .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
+    common::process::rss_bytes(pid).map_or(0.0, |b| b as f64)
 }
 
 /// (datagrams/s drained, CPU seconds per million datagrams).
@@ -324,14 +252,14 @@ fn rx_queue(port: u16) -> Option<u64> {
 /// was stored.
 fn drain(datagrams: &[Vec<u8>]) -> (f64, f64) {
     let e = exporter(Some(0), &["--collectd.udp-buffer", &BIG_BUFFER.to_string()]);
-    let pid = e.child.id();
-    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    let pid = e.pid();
+    e.signal(Signal::SIGSTOP);
     send_all(e.udp, datagrams);
     let cpu0 = cpu_secs(pid);
     let start = Instant::now();
-    signal(pid, nix::sys::signal::Signal::SIGCONT);
+    e.signal(Signal::SIGCONT);
     let deadline = start + Duration::from_secs(120);
-    while rx_queue(e.udp.port()).is_some_and(|q| q > 0) && Instant::now() < deadline {
+    while load::rx_queue(e.udp.port()).is_some_and(|q| q > 0) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
     let secs = start.elapsed().as_secs_f64();
@@ -351,43 +279,19 @@ fn drain(datagrams: &[Vec<u8>]) -> (f64, f64) {
 }
 
 /// Sends `datagrams` cyclically at `rate`/s for `secs` from the calling
-/// thread, up to 64 per `sendmmsg`; returns how many were sent.
+/// thread, up to 64 per `sendmmsg` (the load generator's pacer); returns
+/// how many were sent.
 fn paced(to: SocketAddr, datagrams: &[Vec<u8>], rate: u64, secs: u64) -> u64 {
-    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrIn, sendmmsg};
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
-    s.connect(to).expect("connect sender");
-    let fd = s.as_raw_fd();
-    let mut headers = MultiHeaders::<SockaddrIn>::preallocate(64, None);
-    let none: Vec<Option<SockaddrIn>> = vec![None; 64];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    let total = rate * secs;
-    while sent < total && start.elapsed() < Duration::from_secs(secs + 5) {
-        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
-        while sent < due {
-            let n = (due - sent).min(64) as usize;
-            let slices: Vec<[std::io::IoSlice<'_>; 1]> = (0..n)
-                .map(|k| {
-                    [std::io::IoSlice::new(
-                        &datagrams[(sent as usize + k) % datagrams.len()],
-                    )]
-                })
-                .collect();
-            let cmsgs: [ControlMessage<'_>; 0] = [];
-            match sendmmsg(
-                fd,
-                &mut headers,
-                &slices,
-                &none[..n],
-                cmsgs,
-                MsgFlags::empty(),
-            ) {
-                Ok(r) => sent += r.count() as u64,
-                Err(_) => break,
-            }
-        }
-        std::hint::spin_loop();
-    }
+    // The pacer may patch what it sends; these go out as they are.
+    let mut datagrams = datagrams.to_vec();
+    let (sent, _) = load::paced(
+        to,
+        &mut datagrams,
+        rate,
+        secs as f64,
+        rate * secs,
+        |_, _| {},
+    );
     sent
 }
 
@@ -481,7 +385,7 @@ fn scrape(count: usize) -> (f64, f64) {
 /// Resident bytes per tracked process, 100k processes.
 fn memory(n: usize) -> f64 {
     let e = exporter(None, &["--collectd.udp-buffer", &BIG_BUFFER.to_string()]);
-    let pid = e.child.id();
+    let pid = e.pid();
     std::thread::sleep(Duration::from_millis(200));
     let before = rss_bytes(pid);
     send_all(e.udp, &datagrams(n, 1));
@@ -542,7 +446,7 @@ fn generic(series: usize) -> (f64, f64, f64) {
             &(2 * series).to_string(),
         ],
     );
-    let pid = e.child.id();
+    let pid = e.pid();
     std::thread::sleep(Duration::from_millis(200));
     let before = rss_bytes(pid);
     // Interval 60 s: the series stay live (3 intervals) for the whole measurement.
@@ -647,7 +551,7 @@ fn churn_memory(stale: u64, forget: u64, extra: f64) -> ((f64, f64), (f64, f64))
             &format!("{forget}s"),
         ],
     );
-    let pid = e.child.id();
+    let pid = e.pid();
     let mut fleet = load::Fleet::new(10, 10, 300);
     let tracked = || {
         metric(
@@ -662,32 +566,6 @@ fn churn_memory(stale: u64, forget: u64, extra: f64) -> ((f64, f64), (f64, f64))
     let secs = lifetime + (stale + forget) as f64 + 1.0 + extra;
     load::churn(e.udp, &mut fleet, churn, secs, u64::MAX, |_| {});
     ((rest.0, rest.1), (rss_bytes(pid), tracked()))
-}
-
-/// The decode inputs of `benches/decode.rs`: (name, datagram, value lists).
-fn decode_inputs() -> Vec<(&'static str, bytes::Bytes, usize)> {
-    let read = |p: &str| {
-        let path = format!("tests/testdata/{p}");
-        bytes::Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
-    };
-    let thirty = load::collectd_datagram_with(30).expect("30 value lists fit in 1452 bytes");
-    vec![
-        (
-            "the real client's datagram",
-            read("01_sqla_idle/000.bin"),
-            1,
-        ),
-        (
-            "collectd's datagram (capture, 27 value lists)",
-            read("07_collectd_plain/000.bin"),
-            27,
-        ),
-        (
-            "collectd-style datagram, 30 value lists",
-            bytes::Bytes::from(thirty),
-            30,
-        ),
-    ]
 }
 
 /// ns per `decode` of `datagram`, a timed loop of `iterations`.
@@ -724,7 +602,7 @@ fn fast_path_ns(datagram: &[u8], iterations: u32) -> f64 {
 /// directory; killed and reaped on drop.
 struct Reference {
     child: Child,
-    dir: std::path::PathBuf,
+    dir: common::TempDir,
     /// UDP port the server plugin listens on.
     udp: u16,
     /// write_prometheus's HTTP port.
@@ -733,9 +611,7 @@ struct Reference {
 
 impl Drop for Reference {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        common::process::kill_and_reap(&mut self.child, false, "collectd");
     }
 }
 
@@ -761,25 +637,7 @@ fn reference_missing() -> Option<String> {
             ));
         }
     }
-    if site_packages().is_none() {
-        return Some(".venv has no sqlalchemy_collectd (run scripts/test.sh)".into());
-    }
-    None
-}
-
-/// The site-packages of .venv holding sqlalchemy_collectd.
-fn site_packages() -> Option<std::path::PathBuf> {
-    let out = Command::new(".venv/bin/python")
-        .args([
-            "-c",
-            "import os, sqlalchemy_collectd as m; \
-             print(os.path.dirname(os.path.dirname(os.path.abspath(m.__file__))))",
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().into())
+    common::client::try_site_packages().err()
 }
 
 fn free_port() -> u16 {
@@ -790,14 +648,10 @@ fn free_port() -> u16 {
 }
 
 fn reference() -> Result<Reference, String> {
-    let site = site_packages().ok_or("no sqlalchemy_collectd in .venv")?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("sce-bench-reference-{nanos}"));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let site = common::client::try_site_packages()?;
+    let dir = common::TempDir::new("bench", "reference");
     let (udp, http) = (free_port(), free_port());
-    let d = dir.display();
+    let d = dir.path().display();
     // Interval 2: the client's cadence; the server plugin sums and
     // dispatches per host/program on every read.
     let conf = format!(
@@ -810,7 +664,7 @@ fn reference() -> Result<Reference, String> {
          LoadPlugin write_prometheus\n<Plugin write_prometheus>\n  Host \"127.0.0.1\"\n  Port \"{http}\"\n</Plugin>\n",
         site.display()
     );
-    let conf_path = dir.join("collectd.conf");
+    let conf_path = dir.path().join("collectd.conf");
     std::fs::write(&conf_path, conf).map_err(|e| format!("{e}"))?;
     let child = Command::new(COLLECTD)
         .arg("-f")
@@ -829,7 +683,7 @@ fn reference() -> Result<Reference, String> {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let log = std::fs::read_to_string(r.dir.join("collectd.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(r.dir.path().join("collectd.log")).unwrap_or_default();
         if log.contains("Initialization complete") {
             return Ok(r);
         }
@@ -843,20 +697,9 @@ fn reference() -> Result<Reference, String> {
     }
 }
 
-/// Kernel drops of the UDP socket bound to 127.0.0.1:`port` (/proc/net/udp,
-/// last column).
+/// Kernel drops of the UDP socket bound to 127.0.0.1:`port`.
 fn udp_drops(port: u16) -> f64 {
-    let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/udp")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .last()
-                .and_then(|d| d.parse::<f64>().ok())
-        })
-        .sum()
+    load::udp_drops(port).map_or(0.0, |d| d as f64)
 }
 
 /// The reference fed `fleet` at the real cadence for `secs`:
@@ -1158,7 +1001,13 @@ fn main() {
     row3("RSS after churn / at rest", &mut ratio, 2, "×", "");
 
     let iterations = if quick { 50_000 } else { 500_000 };
-    for (name, d, lists) in decode_inputs() {
+    for load::DecodeInput {
+        name,
+        datagram: d,
+        lists,
+        ..
+    } in load::decode_inputs()
+    {
         let mut ns: Vec<f64> = (0..runs.max(3))
             .map(|_| decode_ns(&d, lists, iterations))
             .collect();
@@ -1171,7 +1020,7 @@ fn main() {
         );
     }
     // What ingest runs for the client's datagrams: the fast path.
-    if let Some((_, d, _)) = decode_inputs().into_iter().next() {
+    if let Some(load::DecodeInput { datagram: d, .. }) = load::decode_inputs().into_iter().next() {
         let mut ns: Vec<f64> = (0..runs.max(3))
             .map(|_| fast_path_ns(&d, iterations))
             .collect();

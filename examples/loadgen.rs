@@ -24,10 +24,10 @@
 //!
 //! Prints what it sent.
 
-#[path = "support/load.rs"]
-mod load;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-use load::Fleet;
+use common::load::{self, Fleet};
 use std::net::SocketAddr;
 use std::time::Instant;
 

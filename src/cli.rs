@@ -205,6 +205,13 @@ pub struct Args {
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
 
+    /// Once every listener is bound, write this file with the process id and the bound
+    /// addresses as JSON ({"pid":N,"collectd":["IP:PORT",...],"web":["IP:PORT",...]}), so
+    /// that port 0 can be used; written atomically (a temporary file in the same directory,
+    /// then renamed) and removed at clean shutdown (one left after a crash is stale).
+    #[arg(long = "web.ready-file", value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+
     /// Log level.
     #[arg(long = "log.level", value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -267,6 +274,7 @@ impl From<Args> for Config {
             log_format: a.log_format,
             config_file: a.config_file,
             web_config_file: a.web_config_file,
+            ready_file: a.ready_file,
         }
     }
 }

@@ -1,7 +1,9 @@
-//! The binary: flags → `Config`, logging, bind every listener, serve until
-//! SIGINT or SIGTERM; SIGHUP reloads every file. A bad flag or an address
-//! that cannot be bound exits non-zero with a one-line reason.
+//! The binary: flags → `Config`, logging, bind every listener (and write the
+//! ready file), serve until SIGINT or SIGTERM; SIGHUP reloads every file. A
+//! bad flag, an address that cannot be bound or a ready file that cannot be
+//! written exits non-zero with a one-line reason.
 
+use anyhow::Context;
 use clap::error::ErrorKind;
 use sqlalchemy_collectd_exporter::cli::{Args, Command};
 use sqlalchemy_collectd_exporter::config::file::Capacity;
@@ -11,6 +13,7 @@ use sqlalchemy_collectd_exporter::manual;
 use sqlalchemy_collectd_exporter::server;
 use sqlalchemy_collectd_exporter::store::Now;
 use std::process::ExitCode;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
@@ -112,14 +115,22 @@ fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Handled from before the ready file is written: a signal sent as soon
+        // as it appears must reload or stop, not kill (the default action).
+        let handler = |kind| signal(kind).context("installing the signal handlers");
+        let mut hup = handler(SignalKind::hangup())?;
+        let stop = [
+            handler(SignalKind::terminate())?,
+            handler(SignalKind::interrupt())?,
+        ];
         let bound = server::bind(&config)?;
+        let ready = match &config.ready_file {
+            Some(path) => Some(server::ReadyFile::write(path, &bound)?),
+            None => None,
+        };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
         let reloader = bound.reloader.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
             // The same reload as POST /-/reload; it logs each file's outcome.
             while hup.recv().await.is_some() {
                 reloader.reload(Now::wall().unix);
@@ -129,26 +140,20 @@ fn run(config: Config) -> anyhow::Result<()> {
             bound,
             &config.telemetry_path,
             &config.push_path,
-            shutdown_signal(),
+            shutdown_signal(stop),
         )
         .await?;
+        // Removed once every listener is closed: no file, nothing listening.
+        drop(ready);
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+/// The first SIGTERM or SIGINT.
+async fn shutdown_signal([mut term, mut int]: [Signal; 2]) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }
 

@@ -1,6 +1,7 @@
 //! Binds every listener, then runs the receive threads, the sweep and the
 //! HTTP servers until shutdown. `bind` is separate so that callers (main,
-//! tests) learn the bound addresses and see bind errors before anything runs.
+//! tests) learn the bound addresses and see bind errors before anything runs;
+//! [`ReadyFile`] writes those addresses for whoever started the binary.
 //!
 //! Takes a validated [`Config`]; builds the stores, the counters, the
 //! reloadable settings and the reloader, and hands each stage only what it
@@ -24,6 +25,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +79,81 @@ impl Bound {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
+    }
+}
+
+/// `--web.ready-file` could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("ready file {}", path.display())]
+pub struct ReadyFileError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The ready file (`--web.ready-file`): the process id and every bound
+/// address, written once every listener is bound, so that whoever started
+/// the exporter on port 0 learns its ports. Removed on drop, which is at
+/// clean shutdown; a file left by a process that was killed is stale.
+#[derive(Debug)]
+pub struct ReadyFile {
+    path: PathBuf,
+}
+
+/// What the ready file holds.
+#[derive(serde::Serialize)]
+struct Ready<'a> {
+    pid: u32,
+    collectd: &'a [SocketAddr],
+    web: &'a [SocketAddr],
+}
+
+impl ReadyFile {
+    /// Writes `path` for `bound`: a reader sees no file or all of it (it is
+    /// written beside `path`, then renamed over it).
+    pub fn write(path: &Path, bound: &Bound) -> Result<ReadyFile, ReadyFileError> {
+        let err = |source| ReadyFileError {
+            path: path.to_owned(),
+            source,
+        };
+        let ready = Ready {
+            pid: std::process::id(),
+            collectd: &bound.udp_addresses(),
+            web: &bound.http_addresses(),
+        };
+        let mut text = serde_json::to_string(&ready).map_err(|e| err(e.into()))?;
+        text.push('\n');
+        let name = path.file_name().ok_or_else(|| {
+            err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a file name",
+            ))
+        })?;
+        let mut temporary = std::ffi::OsString::from(".");
+        temporary.push(name);
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        let temporary = path.with_file_name(temporary);
+        if let Err(e) =
+            std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path))
+        {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(err(e));
+        }
+        tracing::info!(path = %path.display(), "ready file written");
+        Ok(ReadyFile {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the ready file");
+            }
+            _ => {}
+        }
     }
 }
 
@@ -433,5 +510,67 @@ async fn serve_http(
         Err(_) => {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "HTTP requests still in flight at shutdown were cut off")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback() -> Config {
+        Config::try_parse_from([
+            "x",
+            "--collectd.listen-address",
+            "127.0.0.1:0",
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ])
+        .unwrap()
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sce-ready-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn ready_file_names_the_bound_addresses_until_dropped() {
+        let bound = bind(&loopback()).unwrap();
+        let dir = scratch("written");
+        let path = dir.join("ready.json");
+        let ready = ReadyFile::write(&path, &bound).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let addresses = |a: Vec<SocketAddr>| a.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "pid": std::process::id(),
+                "collectd": addresses(bound.udp_addresses()),
+                "web": addresses(bound.http_addresses()),
+            })
+        );
+        // Nothing but the file itself is left beside it.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["ready.json"]);
+        drop(ready);
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ready_file_that_cannot_be_written_is_an_error_naming_it() {
+        let bound = bind(&loopback()).unwrap();
+        let dir = scratch("missing");
+        let path = dir.join("no-such-dir/ready.json");
+        let e = ReadyFile::write(&path, &bound).unwrap_err();
+        assert_eq!(e.to_string(), format!("ready file {}", path.display()));
+        assert_eq!(e.source.kind(), std::io::ErrorKind::NotFound);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -24,8 +24,9 @@
 
 mod common;
 
+use common::TempDir;
 use common::client::App;
-use common::daemon::{Daemon, TempDir};
+use common::daemon::Daemon;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -440,23 +441,7 @@ fn pool_saturation_reaches_the_webhook_and_resolves() {
     let am_config = tmp.0.join("alertmanager.yml");
     std::fs::write(&am_config, alertmanager_config(&example, &webhook.url()))
         .expect("write the Alertmanager config");
-    let alertmanager = Daemon::start(
-        "alertmanager",
-        "prometheus-alertmanager",
-        &tmp.0,
-        |port, attempt| {
-            vec![
-                format!("--config.file={}", am_config.display()),
-                format!(
-                    "--storage.path={}",
-                    tmp.0.join(format!("am-{attempt}")).display()
-                ),
-                format!("--web.listen-address=127.0.0.1:{port}"),
-                // Empty: no clustering (and no gossip port to collide on).
-                "--cluster.listen-address=".to_owned(),
-            ]
-        },
-    );
+    let alertmanager = Daemon::alertmanager(&tmp.0, &am_config);
 
     // The exporter with the capacity config, and Prometheus.
     let exporter_config = tmp.0.join("exporter.yml");
@@ -479,16 +464,7 @@ fn pool_saturation_reaches_the_webhook_and_resolves() {
         ),
     )
     .expect("write the Prometheus config");
-    let prom = Daemon::start("prometheus", "prometheus", &tmp.0, |port, attempt| {
-        vec![
-            format!("--config.file={}", prom_config.display()),
-            format!(
-                "--storage.tsdb.path={}",
-                tmp.0.join(format!("tsdb-{attempt}")).display()
-            ),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-        ]
-    });
+    let prom = Daemon::prometheus(&tmp.0, &prom_config);
     // Prometheus knows Alertmanager before any alert can fire (its
     // discovery publishes targets every few seconds).
     let am_api = format!("{}/api/v2/alerts", alertmanager.url);

@@ -1,63 +1,24 @@
-//! The built binary: starts on ephemeral ports and logs every bound address,
-//! serves what it receives, exits 0 on SIGTERM; a bad flag or an address it
-//! cannot bind exits non-zero with a one-line reason.
+//! The built binary: starts on ephemeral ports, writes them to its ready
+//! file and logs them, serves what it receives, exits 0 on SIGTERM once the
+//! requests in flight are answered (removing its ready file; SIGKILL leaves
+//! it, stale); a bad flag, an address it cannot bind or a ready file it
+//! cannot write exits non-zero with a one-line reason.
 
 mod common;
 
+use common::TempDir;
+use common::binary::{Binary, Ready};
+use common::load;
+use nix::sys::signal::Signal;
 use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use sqlalchemy_collectd_exporter::server::SHUTDOWN_GRACE;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sqlalchemy-collectd-exporter");
-
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Running { child, lines }
-}
-
-impl Running {
-    /// The next log line containing `needle`.
-    fn wait_for(&self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-}
+const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The value of `key=` in a logfmt line.
 fn field(line: &str, key: &str) -> String {
@@ -73,18 +34,21 @@ fn field(line: &str, key: &str) -> String {
 
 #[test]
 fn binary_logs_its_addresses_serves_and_stops_on_sigterm() {
-    let r = spawn(&[
-        "--collectd.listen-address",
-        "127.0.0.1:0",
-        "--web.listen-address",
-        "127.0.0.1:0",
-    ]);
-    let udp: SocketAddr = field(&r.wait_for("listening for collectd datagrams"), "listener")
-        .parse()
-        .expect("udp address");
-    let http: SocketAddr = field(&r.wait_for("serving metrics over HTTP"), "address")
-        .parse()
-        .expect("http address");
+    let mut r = Binary::start(BIN, &[]);
+    // The log names the addresses the ready file does.
+    let udp: SocketAddr = field(
+        &r.log.wait_for("listening for collectd datagrams", TIMEOUT),
+        "listener",
+    )
+    .parse()
+    .expect("udp address");
+    let http: SocketAddr = field(
+        &r.log.wait_for("serving metrics over HTTP", TIMEOUT),
+        "address",
+    )
+    .parse()
+    .expect("http address");
+    assert_eq!((udp, http), (r.udp, r.http));
 
     let id = Identity {
         host: "web1".into(),
@@ -110,30 +74,40 @@ fn binary_logs_its_addresses_serves_and_stops_on_sigterm() {
         Some(5.0)
     );
 
-    let pid = r.child.id().to_string();
-    let mut r = r;
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    r.wait_for("shutting down");
-    let status = common::poll(Duration::from_secs(10), "exit after SIGTERM", || {
-        r.child.try_wait().expect("wait")
-    });
+    r.signal(Signal::SIGTERM);
+    r.log.wait_for("shutting down", TIMEOUT);
+    let status = r.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
+    assert!(
+        !r.ready_file.exists(),
+        "the ready file outlived the exporter"
+    );
+}
+
+#[test]
+fn ready_file_names_every_listener() {
+    let r = Binary::start(
+        BIN,
+        &[
+            "--collectd.listen-address",
+            "[::1]:0",
+            "--web.listen-address",
+            "localhost:0",
+        ],
+    );
+    assert_eq!(r.ready.pid, r.pid());
+    assert_eq!(r.ready.collectd.len(), 2, "{:?}", r.ready);
+    assert_eq!(r.ready.web.len(), 2, "{:?}", r.ready);
+    assert!(r.ready.collectd[1].is_ipv6(), "{:?}", r.ready);
+    for http in &r.ready.web {
+        assert_eq!(common::get(*http, "/-/ready", &[]).status, 200, "{http}");
+    }
 }
 
 #[test]
 fn json_logs_when_asked() {
-    let r = spawn(&[
-        "--collectd.listen-address",
-        "127.0.0.1:0",
-        "--web.listen-address",
-        "127.0.0.1:0",
-        "--log.format",
-        "json",
-    ]);
-    let line = r.wait_for("listening for collectd datagrams");
+    let r = Binary::start(BIN, &["--log.format", "json"]);
+    let line = r.log.wait_for("listening for collectd datagrams", TIMEOUT);
     let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
     assert_eq!(v["level"], "INFO");
     assert!(
@@ -182,27 +156,47 @@ fn unbindable_address_exits_1_naming_it() {
 }
 
 #[test]
-fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
-    let dir = std::env::temp_dir().join(format!("sce-hup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let auth = dir.join("authfile");
-    std::fs::write(&auth, "alice: not-the-password\n").expect("write");
-    let r = spawn(&[
+fn unwritable_ready_file_exits_1_naming_it() {
+    let dir = TempDir::new("binary", "unwritable-ready");
+    let ready = dir.path().join("no-such-directory/ready.json");
+    let (code, stderr) = fails(&[
         "--collectd.listen-address",
         "127.0.0.1:0",
         "--web.listen-address",
         "127.0.0.1:0",
-        "--collectd.security-level",
-        "encrypt",
-        "--collectd.auth-file",
-        auth.to_str().expect("path"),
+        "--web.ready-file",
+        ready.to_str().expect("UTF-8 path"),
     ]);
-    let udp: SocketAddr = field(&r.wait_for("listening for collectd datagrams"), "listener")
-        .parse()
-        .expect("udp");
-    let http: SocketAddr = field(&r.wait_for("serving metrics over HTTP"), "address")
-        .parse()
-        .expect("http");
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().last().expect("an error line"),
+        format!(
+            "error: ready file {}: No such file or directory (os error 2)",
+            ready.display()
+        )
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("read dir").count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
+    let dir = TempDir::new("binary", "hup");
+    let auth = dir.path().join("authfile");
+    std::fs::write(&auth, "alice: not-the-password\n").expect("write");
+    let r = Binary::start(
+        BIN,
+        &[
+            "--collectd.security-level",
+            "encrypt",
+            "--collectd.auth-file",
+            auth.to_str().expect("path"),
+        ],
+    );
+    let (udp, http) = (r.udp, r.http);
     let encrypted = common::datagrams("09_collectd_encrypt");
     let rejected =
         "sqlalchemy_collectd_exporter_datagrams_rejected_total{reason=\"decrypt_failed\"}";
@@ -211,17 +205,11 @@ fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
         s.get(rejected) == Some(&1.0)
     });
 
-    let hup = || {
-        Command::new("kill")
-            .args(["-HUP", &r.child.id().to_string()])
-            .status()
-            .expect("kill")
-    };
     std::fs::write(&auth, "alice: wonderland\n").expect("write");
-    hup();
+    r.signal(Signal::SIGHUP);
     // Regression: the reload was logged before the new users were in use,
     // so a datagram sent on seeing the line could still meet the old ones.
-    r.wait_for("auth file reloaded");
+    r.log.wait_for("auth file reloaded", TIMEOUT);
     common::send_all(udp, &encrypted[1..2]);
     let s = common::scrape_until(
         http,
@@ -237,8 +225,8 @@ fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
     let before = s[lists];
 
     std::fs::write(&auth, "alice\n").expect("write");
-    hup();
-    let line = r.wait_for("auth file reload failed");
+    r.signal(Signal::SIGHUP);
+    let line = r.log.wait_for("auth file reload failed", TIMEOUT);
     assert!(
         line.contains(&format!("{}:1: expected", auth.display())),
         "{line}"
@@ -256,9 +244,8 @@ fn auth_file_is_reread_on_sighup_and_a_bad_one_keeps_the_old_users() {
 
 #[test]
 fn unreadable_auth_file_exits_1_naming_file_and_line() {
-    let dir = std::env::temp_dir().join(format!("sce-badauth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let auth = dir.join("authfile");
+    let dir = TempDir::new("binary", "badauth");
+    let auth = dir.path().join("authfile");
     std::fs::write(&auth, "# users\nalice wonderland\n").expect("write");
     let (code, stderr) = fails(&[
         "--collectd.listen-address",
@@ -280,22 +267,11 @@ fn unreadable_auth_file_exits_1_naming_file_and_line() {
 
 #[test]
 fn a_flood_of_bad_datagrams_logs_one_warning_per_reason() {
-    let mut r = spawn(&[
-        "--collectd.listen-address",
-        "127.0.0.1:0",
-        "--web.listen-address",
-        "127.0.0.1:0",
-    ]);
-    let udp: SocketAddr = field(&r.wait_for("listening for collectd datagrams"), "listener")
-        .parse()
-        .expect("udp");
-    let http: SocketAddr = field(&r.wait_for("serving metrics over HTTP"), "address")
-        .parse()
-        .expect("http");
+    let mut r = Binary::start(BIN, &[]);
     let garbage: Vec<Vec<u8>> = (0..50u8).map(|i| vec![0xff, i, 0, 1]).collect();
-    common::send_all(udp, &garbage);
+    common::send_all(r.udp, &garbage);
     common::scrape_until(
-        http,
+        r.http,
         "50 malformed datagrams",
         Duration::from_secs(10),
         |s| {
@@ -303,16 +279,10 @@ fn a_flood_of_bad_datagrams_logs_one_warning_per_reason() {
                 == Some(&50.0)
         },
     );
-    Command::new("kill")
-        .args(["-TERM", &r.child.id().to_string()])
-        .status()
-        .expect("kill");
+    r.signal(Signal::SIGTERM);
     let mut lines = Vec::new();
     loop {
-        let line = r
-            .lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("log until shutdown");
+        let line = r.log.next_line(TIMEOUT).expect("log until shutdown");
         if line.contains("shutting down") {
             break;
         }
@@ -328,7 +298,153 @@ fn a_flood_of_bad_datagrams_logs_one_warning_per_reason() {
         "{}",
         warnings[0]
     );
-    common::poll(Duration::from_secs(10), "exit", || {
-        r.child.try_wait().expect("wait")
-    });
+    r.wait_exit(Duration::from_secs(10));
+}
+
+/// Generic series for the scrape held open at shutdown: an OpenMetrics
+/// body of about 10 MB, more than twice what the socket buffers between the
+/// exporter and the client hold (the client's receive buffer is pinned at
+/// [`CLIENT_BUFFER`], the exporter's send buffer grows to
+/// `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default), so the exporter is
+/// still writing it when SIGTERM arrives.
+const SERIES: usize = 150_000;
+const CLIENT_BUFFER: usize = 64 << 10;
+/// Less than this and the exporter may have written the whole body into
+/// the socket buffers before SIGTERM: the test would prove nothing.
+const BODY_AT_LEAST: usize = 8 << 20;
+/// How long the slow client takes for the rest of the body after SIGTERM:
+/// ten times what the exporter needs to stop everything else (its receive
+/// threads see the stop within 100 ms), well within [`SHUTDOWN_GRACE`].
+const SLOW_READ: Duration = Duration::from_secs(1);
+
+/// A `GET /metrics` (OpenMetrics, so that a complete body ends in `# EOF`)
+/// on a connection whose receive buffer is [`CLIENT_BUFFER`].
+fn open_scrape(http: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(http), Type::STREAM, None).expect("socket");
+    socket
+        .set_recv_buffer_size(CLIENT_BUFFER)
+        .expect("SO_RCVBUF");
+    socket.connect(&http.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("read timeout");
+    stream
+        .write_all(
+            b"GET /metrics HTTP/1.1\r\nHost: exporter\r\n\
+              Accept: application/openmetrics-text; version=1.0.0\r\nConnection: close\r\n\r\n",
+        )
+        .expect("send the request");
+    stream
+}
+
+/// Reads until the response head and some of the body have arrived: the
+/// exporter is answering. Returns (head, the body so far).
+fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let n = stream.read(&mut buf).expect("the response starts");
+        assert!(n > 0, "the connection closed before the response");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+            && got.len() > end + 4
+        {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            return (head, got[end + 4..].to_vec());
+        }
+    }
+}
+
+/// Reads the rest of a body of `length` bytes as a slow client does, spread
+/// over [`SLOW_READ`]; stops at the end of the stream.
+fn read_slowly(stream: &mut TcpStream, body: &mut Vec<u8>, length: usize) {
+    let (start, from) = (Instant::now(), body.len());
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        let n = stream.read(&mut buf).expect("the rest of the response");
+        if n == 0 {
+            return;
+        }
+        body.extend_from_slice(&buf[..n]);
+        let share = (body.len() - from) as f64 / length.saturating_sub(from).max(1) as f64;
+        let due = SLOW_READ.mul_f64(share.min(1.0));
+        std::thread::sleep(due.saturating_sub(start.elapsed()));
+    }
+}
+
+#[test]
+fn sigterm_lets_a_scrape_in_flight_finish_then_exits_0_without_its_ready_file() {
+    let mut r = Binary::start(BIN, &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    // Interval 1 h: the series stay live for the whole test. In batches the
+    // exporter has read, so that a slow (debug) build drops none.
+    let datagrams = load::collectd_datagrams(SERIES, now, 3600);
+    load::send_drained(r.udp, &datagrams, 256, Duration::from_secs(60));
+
+    let mut stream = open_scrape(r.http);
+    let (head, mut body) = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head}"));
+    assert!(
+        length >= BODY_AT_LEAST,
+        "a scrape of {length} bytes is too small"
+    );
+    // The answer is being written and this client holds it: SIGTERM now,
+    // then the rest, slowly.
+    let term = Instant::now();
+    r.signal(Signal::SIGTERM);
+    r.log.wait_for("shutting down", TIMEOUT);
+    read_slowly(&mut stream, &mut body, length);
+    let read = term.elapsed();
+    let status = r.wait_exit(SHUTDOWN_GRACE.saturating_sub(term.elapsed()));
+
+    // Checked to fail without graceful shutdown: with `server::run`
+    // aborting the HTTP servers (`servers.abort_all()`) instead of awaiting
+    // them, as it did before, the connection goes with the runtime once the
+    // receive threads have stopped, and the body ends at what the socket
+    // buffers held then, a few MB of the 10.
+    assert_eq!(
+        body.len(),
+        length,
+        "the answer was cut off at shutdown (read until {read:?} after SIGTERM)"
+    );
+    let text = String::from_utf8(body).expect("UTF-8 exposition");
+    assert!(text.ends_with("\n# EOF\n"), "not a complete exposition");
+    let series = common::samples(&text)
+        .keys()
+        .filter(|k| k.starts_with("collectd_"))
+        .count();
+    // Every series but, at most, those of the receive thread's last batch
+    // (64 datagrams), which it may still have been storing at the scrape.
+    let last_batch = 64 * (SERIES.div_ceil(datagrams.len()) + 1);
+    assert!(
+        series + last_batch >= SERIES,
+        "{series} of {SERIES} generic series served"
+    );
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        !r.ready_file.exists(),
+        "the ready file outlived a clean shutdown"
+    );
+}
+
+#[test]
+fn sigkill_leaves_the_ready_file_stale() {
+    let mut r = Binary::start(BIN, &[]);
+    r.signal(Signal::SIGKILL);
+    r.wait_exit(TIMEOUT);
+    // Nobody removed it: it names a process that is gone.
+    assert_eq!(Ready::read(&r.ready_file).as_ref(), Some(&r.ready));
 }

@@ -24,7 +24,8 @@
 mod collectd;
 mod common;
 
-use collectd::{Collectd, CsvSeries, READ_PLUGINS, Server, Setup, TYPES_DB, TempDir};
+use collectd::{Collectd, CsvSeries, READ_PLUGINS, Server, Setup, TYPES_DB};
+use common::TempDir;
 use common::client::{App, Programs, Report, Series, shows};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -232,7 +233,7 @@ fn value_of(s: &BTreeMap<String, f64>, key: &str) -> f64 {
 }
 
 fn auth_file(tag: &str) -> (TempDir, String) {
-    let dir = TempDir::new(tag);
+    let dir = TempDir::new("collectd", tag);
     let path = dir.path().join("authfile");
     std::fs::write(&path, "alice: wonderland\n").expect("write auth file");
     let path = path.to_str().expect("UTF-8 temp path").to_owned();

@@ -9,12 +9,12 @@ use common::sqla;
 use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value};
 use std::path::PathBuf;
 
-fn temp_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sce-config-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("config.yml");
+/// A config file in a directory of its own (removed with the directory).
+fn temp_file(name: &str, text: &str) -> (common::TempDir, PathBuf) {
+    let dir = common::TempDir::new("config", name);
+    let path = dir.path().join("config.yml");
     std::fs::write(&path, text).expect("write config");
-    path
+    (dir, path)
 }
 
 /// A process of `program` on `host` with `numpools` pools and `connections` open.
@@ -46,7 +46,7 @@ fn config(pool_size: u64) -> String {
 
 #[test]
 fn capacity_and_databases_follow_the_config_file_and_reload() {
-    let path = temp_file("reload", &config(POOL_SIZE));
+    let (_dir, path) = temp_file("reload", &config(POOL_SIZE));
     let e = common::start(&["--config.file", path.to_str().expect("path")]);
     let datagrams = vec![
         pool("web1", "api", "1:aaaaaa", 2.0, 7.0),
@@ -144,7 +144,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_sqlalchemy-collectd-exporter");
 
 #[test]
 fn check_config_validates_without_starting() {
-    let good = temp_file("check-good", &config(POOL_SIZE));
+    let (_good_dir, good) = temp_file("check-good", &config(POOL_SIZE));
     let out = std::process::Command::new(BIN)
         .args(["check-config", good.to_str().expect("path")])
         .output()
@@ -154,7 +154,7 @@ fn check_config_validates_without_starting() {
         String::from_utf8_lossy(&out.stdout),
         format!("{}: valid (1 pool entries, 1 databases)\n", good.display())
     );
-    let bad = temp_file(
+    let (_bad_dir, bad) = temp_file(
         "check-bad",
         "databases:\n  - name: main\n    max_connections: lots\n    programs: [x]\n",
     );
@@ -175,7 +175,7 @@ fn check_config_validates_without_starting() {
 
 #[test]
 fn a_bad_config_file_stops_start_up_naming_file_and_line() {
-    let bad = temp_file(
+    let (_bad_dir, bad) = temp_file(
         "startup-bad",
         "pools: [{programs: [a], pool_size: 1, max_overflow: 1, size: 3}]\n",
     );

@@ -21,8 +21,9 @@
 
 mod common;
 
+use common::TempDir;
 use common::client::App;
-use common::daemon::{Daemon, TempDir};
+use common::daemon::Daemon;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -326,20 +327,6 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 
 // ---- processes ----------------------------------------------------------------
 
-/// A real Prometheus with `config`, its data and log in `dir`.
-fn start_prometheus(dir: &Path, config: &Path) -> Daemon {
-    Daemon::start("prometheus", "prometheus", dir, |port, attempt| {
-        vec![
-            format!("--config.file={}", config.display()),
-            format!(
-                "--storage.tsdb.path={}",
-                dir.join(format!("tsdb-{attempt}")).display()
-            ),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-        ]
-    })
-}
-
 /// Prometheus' query API, as the dashboards use it.
 trait Query {
     fn query(&self, expr: &str) -> Result<Vec<(String, f64)>, String>;
@@ -459,7 +446,7 @@ fn every_dashboard_query_returns_data() {
         ),
     )
     .expect("write the Prometheus config");
-    let prom = start_prometheus(&tmp.0, &prom_config);
+    let prom = Daemon::prometheus(&tmp.0, &prom_config);
     let ready = started.elapsed();
 
     // The app's state, as Prometheus sees it: the client has reported, the

@@ -4,7 +4,10 @@
 //! environment and sysctl files, and the Dockerfile. Every tool is required: a
 //! missing one fails the test (scripts/test.sh installs them).
 
+mod common;
+
 use clap::CommandFactory;
+use common::{TempDir, repo};
 use sqlalchemy_collectd_exporter::cli::Args;
 use sqlalchemy_collectd_exporter::config::Config;
 use std::collections::BTreeSet;
@@ -14,10 +17,6 @@ use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sqlalchemy-collectd-exporter");
 const NAME: &str = "sqlalchemy-collectd-exporter";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Runs `program` with `stdin`, failing the test when it is not installed.
 fn run(program: &str, args: &[&str], stdin: &[u8]) -> Output {
@@ -67,23 +66,6 @@ fn subcommands() -> Vec<String> {
         .get_subcommands()
         .map(|c| c.get_name().to_owned())
         .collect()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("sce-packaging-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn git(args: &[&str]) -> String {
@@ -307,7 +289,7 @@ fn installed_unit(dir: &Path) -> PathBuf {
 
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
-    let dir = TempDir::new("verify");
+    let dir = TempDir::new("packaging", "verify");
     let unit = installed_unit(&dir.0);
     let out = run_with(
         Command::new("systemd-analyze")
@@ -323,7 +305,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn systemd_unit_is_locked_down() {
-    let dir = TempDir::new("security");
+    let dir = TempDir::new("packaging", "security");
     let unit = installed_unit(&dir.0);
     let out = run_with(
         Command::new("systemd-analyze")

@@ -726,17 +726,17 @@ fn datagrams_around_the_receive_slot_size_are_read_whole() {
     );
 }
 
-fn write_auth(dir_name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sce-{dir_name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("authfile");
+/// An auth file in a directory of its own (removed with the directory).
+fn write_auth(dir_name: &str, text: &str) -> (common::TempDir, std::path::PathBuf) {
+    let dir = common::TempDir::new("scrape", dir_name);
+    let path = dir.path().join("authfile");
     std::fs::write(&path, text).expect("write auth file");
-    path
+    (dir, path)
 }
 
 #[test]
 fn security_level_sign_accepts_signed_and_rejects_plain_and_forged() {
-    let auth = write_auth("sign", "alice: wonderland\n");
+    let (_dir, auth) = write_auth("sign", "alice: wonderland\n");
     let auth = auth.to_str().expect("utf-8 path");
     let e = common::start(&[
         "--collectd.security-level",
@@ -782,7 +782,7 @@ fn security_level_sign_accepts_signed_and_rejects_plain_and_forged() {
 
 #[test]
 fn security_level_encrypt_opens_encrypted_and_rejects_signed() {
-    let auth = write_auth("encrypt", "alice: wonderland\n");
+    let (_dir, auth) = write_auth("encrypt", "alice: wonderland\n");
     let auth = auth.to_str().expect("utf-8 path");
     let e = common::start(&[
         "--collectd.security-level",
@@ -812,7 +812,7 @@ fn security_level_encrypt_opens_encrypted_and_rejects_signed() {
 
 #[test]
 fn encrypted_sqlalchemy_data_is_stored() {
-    let auth = write_auth("sqla-encrypt", "app: s3cret\n");
+    let (_dir, auth) = write_auth("sqla-encrypt", "app: s3cret\n");
     let auth = auth.to_str().expect("utf-8 path");
     let e = common::start(&[
         "--collectd.security-level",
@@ -1001,7 +1001,7 @@ fn write_http_errors_are_clear_4xx() {
 
 #[test]
 fn write_http_is_refused_above_security_level_none_and_can_be_disabled() {
-    let auth = write_auth("push", "alice: wonderland\n");
+    let (_dir, auth) = write_auth("push", "alice: wonderland\n");
     let e = common::start(&[
         "--collectd.security-level",
         "sign",

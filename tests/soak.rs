@@ -9,13 +9,9 @@
 
 mod common;
 
-#[path = "../examples/support/load.rs"]
-mod load;
-
+use common::binary::Binary;
+use common::load;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,26 +35,10 @@ const DRIVE: Duration = Duration::from_secs(130);
 /// The last stretch of the drive over which RSS must be flat.
 const FLAT: Duration = Duration::from_secs(25);
 
-struct Exporter {
-    child: Child,
-    udp: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_exporter() -> Exporter {
-    let mut child = Command::new(BIN)
-        .args([
-            "--collectd.listen-address",
-            "127.0.0.1:0",
-            "--web.listen-address",
-            "127.0.0.1:0",
+fn start_exporter() -> Binary {
+    Binary::start(
+        BIN,
+        &[
             "--stale-after",
             &humantime::format_duration(STALE_AFTER).to_string(),
             "--forget-after",
@@ -67,59 +47,12 @@ fn start_exporter() -> Exporter {
             // (the kernel may grant less; the drops are checked below).
             "--collectd.udp-buffer",
             "67108864",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the exporter binary starts");
-    let stderr = child.stderr.take().expect("exporter stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let field = |line: &str, key: &str| -> SocketAddr {
-        let at = line
-            .find(&format!(" {key}="))
-            .unwrap_or_else(|| panic!("{key}= in {line}"))
-            + key.len()
-            + 2;
-        line[at..]
-            .split(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("address in {line}"))
-    };
-    let (mut udp, mut http) = (None, None);
-    while udp.is_none() || http.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the exporter logs its addresses");
-        if line.contains("listening for collectd datagrams") {
-            udp = Some(field(&line, "listener"));
-        }
-        if line.contains("serving metrics over HTTP") {
-            http = Some(field(&line, "address"));
-        }
-    }
-    Exporter {
-        child,
-        udp: udp.expect("udp address"),
-        http: http.expect("http address"),
-    }
+        ],
+    )
 }
 
 fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .expect("VmRSS in /proc/PID/status")
+    common::process::rss_bytes(pid).unwrap_or_else(|| panic!("VmRSS of pid {pid} in /proc"))
 }
 
 #[derive(Clone, Debug)]
@@ -143,7 +76,7 @@ fn own(s: &BTreeMap<String, f64>, name: &str) -> f64 {
 #[test]
 fn memory_stays_bounded_under_process_churn() {
     let e = start_exporter();
-    let pid = e.child.id();
+    let pid = e.pid();
     let mut fleet = load::Fleet::new(HOSTS, PROGRAMS, PER_PAIR);
     let slots = fleet.slots() as f64;
     let churn = CHURN_PER_SEC as f64;

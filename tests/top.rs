@@ -12,10 +12,9 @@
 
 mod common;
 
-use base64::Engine;
 use bytes::Bytes;
+use common::TempDir;
 use common::client::App;
-use common::daemon::TempDir;
 use common::pki::Pki;
 use serde_json::{Value as Json, json};
 use sqlalchemy_collectd_exporter::collectd::{Value, decode};
@@ -344,10 +343,7 @@ fn replayed_over_tls(pki: &Pki, client_auth: &str, client_cert: bool) -> (common
     ]);
     let agent = tls_agent(pki, client_cert);
     let url = format!("https://{}/metrics", e.http);
-    let authorization = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
-    );
+    let authorization = common::basic_auth(USER, PASSWORD);
     let sent_at = replay(&e, || {
         agent
             .get(&url)

@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::daemon::{Daemon, TempDir};
+use common::TempDir;
+use common::daemon::Daemon;
 use common::pki::Pki;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -418,16 +419,7 @@ fn prometheus_scrapes_over_tls_with_client_certificate_and_basic_auth() {
         ),
     )
     .expect("write the Prometheus config");
-    let prom = Daemon::start("prometheus", "prometheus", &tmp.0, |port, attempt| {
-        vec![
-            format!("--config.file={}", prom_config.display()),
-            format!(
-                "--storage.tsdb.path={}",
-                tmp.0.join(format!("tsdb-{attempt}")).display()
-            ),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-        ]
-    });
+    let prom = Daemon::prometheus(&tmp.0, &prom_config);
     let instant = |expr: &str| -> Option<f64> {
         let answer = prom.api("query", &[("query", expr)]);
         answer["data"]["result"].as_array()?.first()?["value"][1]

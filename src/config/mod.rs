@@ -114,4 +114,6 @@ pub struct Config {
     pub log_format: LogFormat,
     pub config_file: Option<PathBuf>,
     pub web_config_file: Option<PathBuf>,
+    /// Where the bound addresses are written once every listener is bound.
+    pub ready_file: Option<PathBuf>,
 }

@@ -6,6 +6,7 @@
 //! and sqlalchemy-collectd's server plugin (in collectd's python plugin),
 //! fed by the real Python client (`common::client`).
 
+use crate::common::TempDir;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::os::unix::process::CommandExt;
@@ -19,37 +20,6 @@ pub const PLUGIN_DIR: &str = "/usr/lib/collectd";
 
 /// The read plugins of [`Setup::read_plugins`].
 pub const READ_PLUGINS: [&str; 5] = ["load", "cpu", "memory", "interface", "df"];
-
-/// A directory of its own for one test, removed when the test passes and
-/// kept (and named on stderr) when it fails.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_nanos();
-        let path =
-            std::env::temp_dir().join(format!("sce-collectd-{}-{tag}-{nanos}", std::process::id()));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 /// One `<Server>` block of the network plugin.
 pub struct Server<'a> {
@@ -161,7 +131,7 @@ impl Collectd {
         if setup.write_http.is_some() {
             assert_plugin_loadable("write_http");
         }
-        let dir = TempDir::new(tag);
+        let dir = TempDir::new("collectd", tag);
         let host = format!("collectd-test-{}-{tag}", std::process::id());
         let d = dir.path().display().to_string();
         let mut conf = String::new();

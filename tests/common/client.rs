@@ -9,6 +9,7 @@
 //! `sqlalchemy_*` series of one host/program ([`Series`]) that tests expect
 //! from those reports.
 
+use super::process::kill_and_reap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -148,6 +149,11 @@ pub fn shows(samples: &BTreeMap<String, f64>, want: &Programs) -> bool {
 /// The interpreter with the real client installed: `SCE_PYTHON`, else
 /// `.venv/bin/python`. Missing is a failure, never a skip.
 pub fn python() -> &'static Path {
+    try_python().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`python`], or why there is none (for the benchmark, which reports it).
+pub fn try_python() -> Result<&'static Path, String> {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let found = PYTHON.get_or_init(|| {
         let path = std::env::var_os("SCE_PYTHON")
@@ -187,64 +193,41 @@ pub fn python() -> &'static Path {
         }
         Ok(path)
     });
-    match found {
-        Ok(p) => p,
-        Err(e) => panic!("{e}"),
-    }
+    found.as_deref().map_err(Clone::clone)
 }
 
 /// The directory `sqlalchemy_collectd` is installed in (the venv's
 /// site-packages), for collectd's python plugin (`ModulePath`).
 pub fn site_packages() -> PathBuf {
-    let out = Command::new(python())
+    try_site_packages().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`site_packages`], or why it cannot be found.
+pub fn try_site_packages() -> Result<PathBuf, String> {
+    let python = try_python()?;
+    let out = Command::new(python)
         .args([
             "-c",
             "import os, sqlalchemy_collectd as m; \
              print(os.path.dirname(os.path.dirname(os.path.abspath(m.__file__))))",
         ])
         .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}; {HINT}", python().display()));
-    assert!(
-        out.status.success(),
-        "{} cannot locate sqlalchemy_collectd: {}; {HINT}",
-        python().display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .map_err(|e| format!("run {}: {e}; {HINT}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} cannot locate sqlalchemy_collectd: {}; {HINT}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(
-        dir.join("sqlalchemy_collectd/server/plugin.py").exists(),
-        "no sqlalchemy_collectd/server/plugin.py under {}; {HINT}",
-        dir.display()
-    );
-    dir
-}
-
-/// Kills and reaps a child process (its process group, which
-/// `process_group(0)` made for it, when `group`); waits at most a few
-/// seconds.
-pub fn kill_and_reap(child: &mut Child, group: bool, what: &str) {
-    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-    if group {
-        // SAFETY: kill(2) with a negative pid signals the process group that
-        // `process_group(0)` made for this child (its forked children
-        // included); it touches no memory.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    } else {
-        let _ = child.kill();
+    if !dir.join("sqlalchemy_collectd/server/plugin.py").exists() {
+        return Err(format!(
+            "no sqlalchemy_collectd/server/plugin.py under {}; {HINT}",
+            dir.display()
+        ));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return,
-            Ok(None) if Instant::now() >= deadline => {
-                eprintln!("{what}: pid {pid} not reaped after SIGKILL");
-                return;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
+    Ok(dir)
 }
 
 /// A running `app.py <scenario>`, with its SQLite files in a directory of
@@ -254,26 +237,23 @@ pub struct App {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
-    workdir: PathBuf,
     name: String,
+    /// Dropped after the app is reaped.
+    _workdir: super::TempDir,
 }
 
 impl App {
     /// Starts `app.py <scenario>` sending to 127.0.0.1:`port` as `host`.
     pub fn start(scenario: &str, port: u16, host: &str) -> App {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let workdir =
-            std::env::temp_dir().join(format!("sce-app-{}-{scenario}-{seq}", std::process::id()));
         let python = python();
-        std::fs::create_dir_all(&workdir).expect("create the app's work directory");
+        let workdir = super::TempDir::new("app", scenario);
         let script = super::repo().join("tests/clients/app.py");
         let mut child = Command::new(python)
             .arg(&script)
             .arg(scenario)
             .args(["--port", &port.to_string()])
             .arg("--workdir")
-            .arg(&workdir)
+            .arg(workdir.path())
             .args(["--host", host])
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
@@ -282,10 +262,7 @@ impl App {
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| {
-                let _ = std::fs::remove_dir_all(&workdir);
-                panic!("start {}: {e}; {HINT}", script.display())
-            });
+            .unwrap_or_else(|e| panic!("start {}: {e}; {HINT}", script.display()));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -314,7 +291,7 @@ impl App {
             child,
             lines,
             stderr,
-            workdir,
+            _workdir: workdir,
             name: scenario.to_owned(),
         }
     }
@@ -385,6 +362,5 @@ impl Drop for App {
         if std::thread::panicking() {
             eprintln!("app {} stderr:\n{}", self.name, self.stderr());
         }
-        let _ = std::fs::remove_dir_all(&self.workdir);
     }
 }

@@ -1,8 +1,8 @@
 //! Prometheus and Alertmanager for the tests: started on a free loopback
 //! port, awaited until `/-/ready`, killed and reaped on drop (panics
-//! included, with their log printed then); and temporary directories.
+//! included, with their log printed then).
 
-use super::client::kill_and_reap;
+use super::process::kill_and_reap;
 use serde_json::Value;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -14,36 +14,6 @@ const HINT: &str = "run the README's test command, scripts/test.sh, which instal
                     prometheus and prometheus-alertmanager";
 /// Until a daemon answers `/-/ready`.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// `sce-<test>-<pid>-<what>-<n>`.
-    pub fn new(test: &str, what: &str) -> TempDir {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("sce-{test}-{}-{what}-{seq}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
 
 pub struct Daemon {
     pub name: &'static str,
@@ -84,7 +54,7 @@ impl Daemon {
                 url: format!("http://{addr}"),
                 addr,
                 log,
-                agent: agent(),
+                agent: super::agent(),
             };
             let deadline = Instant::now() + START_TIMEOUT;
             loop {
@@ -105,6 +75,43 @@ impl Daemon {
             }
         }
         panic!("{name} did not start:\n{last_log}")
+    }
+
+    /// Prometheus (Debian's `prometheus`) with `config`, its storage and
+    /// log in `dir`.
+    pub fn prometheus(dir: &Path, config: &Path) -> Daemon {
+        Daemon::start("prometheus", "prometheus", dir, |port, attempt| {
+            vec![
+                format!("--config.file={}", config.display()),
+                format!(
+                    "--storage.tsdb.path={}",
+                    dir.join(format!("tsdb-{attempt}")).display()
+                ),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        })
+    }
+
+    /// Alertmanager (Debian's `prometheus-alertmanager`) with `config`, its
+    /// storage and log in `dir`, without clustering.
+    pub fn alertmanager(dir: &Path, config: &Path) -> Daemon {
+        Daemon::start(
+            "alertmanager",
+            "prometheus-alertmanager",
+            dir,
+            |port, attempt| {
+                vec![
+                    format!("--config.file={}", config.display()),
+                    format!(
+                        "--storage.path={}",
+                        dir.join(format!("am-{attempt}")).display()
+                    ),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                    // Empty: no clustering (and no gossip port to collide on).
+                    "--cluster.listen-address=".to_owned(),
+                ]
+            },
+        )
     }
 
     pub fn log_text(&self) -> String {

@@ -1,14 +1,25 @@
-//! Shared by the integration tests: an exporter started in-process on
-//! ephemeral loopback ports (its own runtime on its own thread, so tests are
-//! plain blocking code), UDP sending, scraping, parsing and polling;
-//! [`client`] drives the real Python client (`tests/clients/app.py`),
-//! [`pki`] makes certificates for TLS.
+//! The one home of test support, shared by the integration tests (`mod
+//! common;`) and the examples (`#[path = "../tests/common/mod.rs"] mod
+//! common;`): an exporter started in-process on ephemeral loopback ports (its
+//! own runtime on its own thread, so tests are plain blocking code), UDP
+//! sending, scraping, parsing, polling and temporary directories;
+//! [`binary`] runs the built binary and reads its ready file, [`load`] makes
+//! and paces load (the load generator, the benchmark, the soak test),
+//! [`process`] reaps children and reads their logs, [`daemon`] starts
+//! Prometheus and Alertmanager, [`client`] drives the real Python client
+//! (`tests/clients/app.py`), [`pki`] makes certificates for TLS.
+//!
+//! Nothing here is part of the exporter's library; each user takes what it
+//! needs of it.
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod client;
 pub mod daemon;
+pub mod load;
 pub mod pki;
+pub mod process;
 
 use sqlalchemy_collectd_exporter::config::Config;
 use sqlalchemy_collectd_exporter::server;
@@ -78,6 +89,37 @@ pub fn start(args: &[&str]) -> Exporter {
     }
 }
 
+/// A directory under the system temp dir, `sce-<test>-<pid>-<what>-<n>`,
+/// removed on drop; kept (and named on stderr) when a test panics, for
+/// inspection.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(test: &str, what: &str) -> TempDir {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("sce-{test}-{}-{what}-{seq}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for inspection", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 pub fn sender() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").expect("bind sender")
 }
@@ -119,13 +161,27 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-pub fn get(http: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+/// An HTTP client that hands back every status (no error for 4xx and 5xx)
+/// and gives up after 10 s.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
-        .into();
-    let mut req = agent.get(format!("http://{http}{path}"));
+        .into()
+}
+
+/// The `Authorization` header value of HTTP basic auth.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+pub fn get(http: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = agent().get(format!("http://{http}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -342,18 +398,23 @@ pub fn send_and_settle_with(
     }
 }
 
-/// POSTs `body`; returns the status and the response text.
+/// POSTs `body` as JSON; returns the status and the response text.
 pub fn post(http: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut resp = agent
-        .post(format!("http://{http}{path}"))
-        .header("Content-Type", "application/json")
-        .send(body)
-        .expect("HTTP request");
+    post_with(http, path, body, &[("Content-Type", "application/json")])
+}
+
+/// POSTs `body` with `headers`; returns the status and the response text.
+pub fn post_with(
+    http: SocketAddr,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = agent().post(format!("http://{http}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).expect("HTTP request");
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap_or_default();
     (status, text)

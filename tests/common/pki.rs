@@ -3,7 +3,7 @@
 //! directory, for an exporter started with `--web.config.file` and the
 //! clients that talk to it.
 
-use super::daemon::TempDir;
+use super::TempDir;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::path::PathBuf;
 

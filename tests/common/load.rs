@@ -3,11 +3,6 @@
 //! collectd-style datagrams carrying many value lists (generic series), and
 //! a sender that writes up to 64 datagrams per `sendmmsg` call, paced and
 //! bounded in time and count. Loopback only.
-//!
-//! Each user includes it with `#[path = ".../support/load.rs"] mod load;`,
-//! so nothing here is part of the exporter's library.
-
-#![allow(dead_code)]
 
 use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrIn, sendmmsg};
 use sqlalchemy_collectd_exporter::collectd::{CdTime, Encoder, HR_PER_SECOND, Identity, Value};
@@ -234,6 +229,50 @@ pub fn collectd_datagram_with(lists: usize) -> Option<Vec<u8>> {
     (d.len() <= COLLECTD_PACKET).then_some(d)
 }
 
+/// One input of the decode benchmarks (`benches/decode.rs` and the
+/// benchmark's decode rows).
+pub struct DecodeInput {
+    /// criterion's name for it.
+    pub id: &'static str,
+    /// Its name in the benchmark's table.
+    pub name: &'static str,
+    pub datagram: bytes::Bytes,
+    /// How many value lists it decodes to.
+    pub lists: usize,
+}
+
+/// The real client's datagram (one value list, captured in
+/// tests/testdata), a captured collectd 5.12 datagram (27 value lists, the
+/// most of any capture) and a collectd-layout datagram of exactly 30 value
+/// lists built with the encoder (none of the captures has 30).
+pub fn decode_inputs() -> Vec<DecodeInput> {
+    let read = |p: &str| {
+        let path = format!("{}/tests/testdata/{p}", env!("CARGO_MANIFEST_DIR"));
+        bytes::Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+    };
+    let thirty = collectd_datagram_with(30).expect("30 value lists fit in 1452 bytes");
+    vec![
+        DecodeInput {
+            id: "real_client_pool",
+            name: "the real client's datagram",
+            datagram: read("01_sqla_idle/000.bin"),
+            lists: 1,
+        },
+        DecodeInput {
+            id: "collectd_capture_27_lists",
+            name: "collectd's datagram (capture, 27 value lists)",
+            datagram: read("07_collectd_plain/000.bin"),
+            lists: 27,
+        },
+        DecodeInput {
+            id: "collectd_30_lists",
+            name: "collectd-style datagram, 30 value lists",
+            datagram: bytes::Bytes::from(thirty),
+            lists: 30,
+        },
+    ]
+}
+
 /// A UDP socket connected to `target` (which must be loopback), writing up
 /// to 64 datagrams per `sendmmsg` call.
 pub struct Sender {
@@ -297,6 +336,54 @@ impl Sender {
             }
         }
     }
+}
+
+/// The fields of the IPv4 UDP socket bound to 127.0.0.1:`port` in
+/// /proc/net/udp.
+fn proc_net_udp(port: u16) -> Option<Vec<String>> {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .ok()?
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&want))
+}
+
+/// Bytes queued on the UDP socket bound to 127.0.0.1:`port`, not yet read
+/// by its owner (the rx_queue half of `tx_queue:rx_queue`).
+pub fn rx_queue(port: u16) -> Option<u64> {
+    let fields = proc_net_udp(port)?;
+    let (_, rx) = fields.get(4)?.split_once(':')?;
+    u64::from_str_radix(rx, 16).ok()
+}
+
+/// Datagrams the kernel dropped on the UDP socket bound to
+/// 127.0.0.1:`port` because its buffer was full (the last column).
+pub fn udp_drops(port: u16) -> Option<u64> {
+    proc_net_udp(port)?.last()?.parse().ok()
+}
+
+/// Sends `datagrams` in batches of `batch`, each once the socket of
+/// `target` has been read empty, so that a slow receiver drops none; returns
+/// once the last batch has been read too (within `timeout` in all).
+pub fn send_drained(target: SocketAddr, datagrams: &[Vec<u8>], batch: usize, timeout: Duration) {
+    let mut sender = Sender::new(target);
+    let deadline = Instant::now() + timeout;
+    let drained = || {
+        while rx_queue(target.port()).is_some_and(|q| q > 0) {
+            assert!(
+                Instant::now() < deadline,
+                "{target} did not read its socket within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    for chunk in datagrams.chunks(batch.max(1)) {
+        drained();
+        sender.send(chunk);
+    }
+    drained();
+    assert_eq!(sender.failed, 0, "send errors");
 }
 
 /// What [`churn`] did.
