@@ -141,7 +141,14 @@ const TEXT_TOKEN: u64 = 1 << 63;
 /// `<pid>:<6 lowercase hex digits>` with a canonical decimal pid below 2^32,
 /// packed as `pid << 24 | hex`: one number per token and one token per number.
 fn packed_token(token: &str) -> Option<u64> {
-    let (pid, hex) = token.split_once(':')?;
+    // The colon of a packable token is the seventh byte from the end: looked
+    // at directly rather than searched for, on every report. (Any other
+    // colon makes the pid part fail its digit check below.)
+    let colon = token.len().checked_sub(7)?;
+    if token.as_bytes()[colon] != b':' {
+        return None;
+    }
+    let (pid, hex) = (&token[..colon], &token[colon + 1..]);
     if hex.len() != 6
         || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         || pid.is_empty()
@@ -799,6 +806,8 @@ mod tests {
             "a:abcdef",
             "1:abcdeg",
             "1;abcdef",
+            "1:2:abcdef",
+            "é:abcdef",
             "\0relay",
         ] {
             assert_eq!(packed_token(text), None, "{text:?}");
