@@ -108,14 +108,7 @@ fn lock_hold(count: usize) -> f64 {
         SecurityLevel::None,
     );
     let from = SocketAddr::from(([127, 0, 0, 1], 25826));
-    let listener = Listener {
-        address: from,
-        label: from.to_string(),
-        datagrams: 0.into(),
-        bytes: 0.into(),
-        receive_buffer: 0,
-        inode: None,
-    };
+    let listener = Listener::new(from, 0, None);
     let now = Now::wall();
     let datagrams: Vec<bytes::Bytes> = pairs(count).into_iter().map(Into::into).collect();
     let mut batch = Batch::new();

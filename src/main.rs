@@ -42,12 +42,7 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { file }) = &args.command {
         return match Capacity::load(file) {
             Ok(c) => {
-                println!(
-                    "{}: valid ({} pool entries, {} databases)",
-                    file.display(),
-                    c.pool_rules(),
-                    c.database_rules()
-                );
+                println!("{}: valid ({})", file.display(), c.summary());
                 ExitCode::SUCCESS
             }
             Err(e) => {

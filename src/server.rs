@@ -216,14 +216,11 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
             );
         }
         tracing::info!(listener = %local, receive_buffer = granted, "listening for collectd datagrams");
-        let listener = telemetry.add_listener(Listener {
-            address: local,
-            label: local.to_string(),
-            datagrams: 0.into(),
-            bytes: 0.into(),
-            receive_buffer: granted as u64,
-            inode: socket_inode(socket.as_raw_fd()),
-        });
+        let listener = telemetry.add_listener(Listener::new(
+            local,
+            granted as u64,
+            socket_inode(socket.as_raw_fd()),
+        ));
         udp.push((socket, listener));
     }
     let mut http = Vec::new();
@@ -297,11 +294,7 @@ fn reloader(
             path.clone(),
             Box::new(move |path| {
                 let c = Capacity::load(path).map_err(|e| e.to_string())?;
-                let summary = format!(
-                    "{} pool entries, {} databases",
-                    c.pool_rules(),
-                    c.database_rules()
-                );
+                let summary = c.summary();
                 capacity.set(c);
                 Ok(summary)
             }),

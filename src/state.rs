@@ -9,6 +9,7 @@
 //! `…_last_reload_successful` families). A file that does not load keeps its
 //! last good version and does not stop the others.
 
+use crate::store::lock;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -111,10 +112,6 @@ impl std::fmt::Display for Outcome {
             ),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Every configured file and how to load it.

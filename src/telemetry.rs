@@ -98,6 +98,20 @@ pub struct Listener {
     pub inode: Option<u64>,
 }
 
+impl Listener {
+    /// A listener bound at `address`, labelled by it, with nothing counted.
+    pub fn new(address: SocketAddr, receive_buffer: u64, inode: Option<u64>) -> Self {
+        Listener {
+            address,
+            label: address.to_string(),
+            datagrams: 0.into(),
+            bytes: 0.into(),
+            receive_buffer,
+            inode,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Telemetry {
     listeners: Mutex<Vec<Arc<Listener>>>,

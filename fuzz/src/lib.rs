@@ -169,14 +169,7 @@ impl Pipeline {
                 start_time_unix: unix,
             },
         };
-        let listener = sources.telemetry.add_listener(Listener {
-            address: FROM,
-            label: FROM.to_string(),
-            datagrams: 0.into(),
-            bytes: 0.into(),
-            receive_buffer: 0,
-            inode: None,
-        });
+        let listener = sources.telemetry.add_listener(Listener::new(FROM, 0, None));
         Pipeline {
             sink,
             sources,

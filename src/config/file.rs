@@ -210,6 +210,15 @@ impl Capacity {
         self.databases.len()
     }
 
+    /// One line for logs, reloads and `check-config`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} pool entries, {} databases",
+            self.pool_rules(),
+            self.database_rules()
+        )
+    }
+
     /// Connections one pool of this host/program may hold (pool_size +
     /// max_overflow), from the first matching entry; `None` when no entry
     /// matches or the matching one has no limit.

@@ -9,6 +9,7 @@
 
 use super::web::Web;
 use crate::config::web::WebConfig;
+use crate::store::lock;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -36,10 +37,6 @@ impl Default for Auth {
             bcrypt: tokio::sync::Semaphore::new(1),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Auth {

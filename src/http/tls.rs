@@ -7,6 +7,7 @@
 
 use super::web::Web;
 use crate::config::web::{Stamp, TlsSettings, WebConfigError};
+use crate::store::lock;
 use rustls::server::ServerConfig;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -29,10 +30,6 @@ struct TlsState {
 
 /// The certificates of the HTTPS listeners.
 pub struct Certificates(Mutex<TlsState>);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl Certificates {
     /// Reads the certificate, key and CA files `settings` name.

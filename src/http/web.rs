@@ -10,13 +10,14 @@
 use super::auth::Auth;
 use super::tls::Certificates;
 use crate::config::web::{WebConfig, WebConfigError};
+use crate::state::Current;
 use rustls::server::ServerConfig;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 pub struct Web {
     path: PathBuf,
-    config: RwLock<Arc<WebConfig>>,
+    config: Current<WebConfig>,
     /// `None` when serving plain HTTP; whether TLS is on is fixed at start.
     tls: Option<Certificates>,
     auth: Auth,
@@ -41,7 +42,7 @@ impl Web {
         };
         Ok(Web {
             path: path.to_owned(),
-            config: RwLock::new(Arc::new(config)),
+            config: Current::new(config),
             tls,
             auth: Auth::default(),
         })
@@ -56,10 +57,7 @@ impl Web {
     }
 
     pub fn config(&self) -> Arc<WebConfig> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.config.get()
     }
 
     pub(crate) fn auth(&self) -> &Auth {
@@ -86,10 +84,7 @@ impl Web {
             }
         }
         let summary = config.summary();
-        match self.config.write() {
-            Ok(mut slot) => *slot = Arc::new(config),
-            Err(p) => *p.into_inner() = Arc::new(config),
-        }
+        self.config.set(config);
         self.auth.forget();
         Ok(summary)
     }

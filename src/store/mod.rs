@@ -15,9 +15,10 @@ use crate::collectd::CdTime;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Locks a store. A panic while a store was locked cannot have left it
-/// half-updated in a way that matters more than losing every later report,
-/// so a poisoned lock is taken over rather than propagated.
+/// Locks a store (or any of the exporter's mutexes). A panic while a store
+/// was locked cannot have left it half-updated in a way that matters more
+/// than losing every later report, so a poisoned lock is taken over rather
+/// than propagated.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
