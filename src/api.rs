@@ -220,6 +220,8 @@ mod tests {
             last_report_unix: last,
             interval_seconds: 2.0,
             connections_max: None,
+            clock_offset_seconds: None,
+            clock_steps: 0,
         }
     }
 

@@ -40,6 +40,9 @@ label_enum! {
         InvalidValue => "invalid_value",
         /// Duplicate, reordered or late: not newer than the process's last report.
         OutOfOrder => "out_of_order",
+        /// Totals lower than the process's last accepted ones: a late or
+        /// replayed datagram, whatever its timestamp.
+        Stale => "stale",
         /// A new process, program or generic series beyond the configured limits.
         OverLimit => "over_limit",
         /// The per-host sum relayed by sqlalchemy-collectd's server plugin.
@@ -64,6 +67,7 @@ impl From<ApplyError> for ValueListReject {
     fn from(e: ApplyError) -> Self {
         match e {
             ApplyError::OutOfOrder => ValueListReject::OutOfOrder,
+            ApplyError::Stale => ValueListReject::Stale,
             ApplyError::OverLimit(_) => ValueListReject::OverLimit,
         }
     }
@@ -393,6 +397,7 @@ mod tests {
                 "malformed",
                 "invalid_value",
                 "out_of_order",
+                "stale",
                 "over_limit",
                 "aggregate_ignored"
             ]

@@ -271,6 +271,8 @@ mod tests {
             last_report_unix: 0.0,
             interval_seconds: 0.0,
             connections_max: None,
+            clock_offset_seconds: None,
+            clock_steps: 0,
         }
     }
 

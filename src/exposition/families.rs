@@ -652,6 +652,8 @@ mod tests {
                     last_report_unix: 1.0,
                     interval_seconds: 10.0,
                     connections_max: Some(20.0),
+                    clock_offset_seconds: None,
+                    clock_steps: 0,
                 }],
                 ..SqlaSnapshot::default()
             },

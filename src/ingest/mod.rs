@@ -18,7 +18,7 @@ use crate::collectd::{
 };
 use crate::route::{Record, Sample, SqlaRecord, route, route_client};
 use crate::state::Current;
-use crate::store::sqlalchemy::Report;
+use crate::store::sqlalchemy::{Report, Source};
 use crate::store::{Now, Stores, lock};
 use crate::telemetry::{DatagramReject, Listener, Telemetry, ValueListReject};
 use bytes::Bytes;
@@ -63,11 +63,11 @@ pub struct Sink {
 /// borrow from.
 #[derive(Default)]
 pub struct Batch<'a> {
-    sqla: Vec<SqlaRecord>,
+    sqla: Vec<(SqlaRecord, Source)>,
     generic: Vec<ValueList>,
     /// Reports of the real client's shape, decoded in place (see
     /// [`client_report`]).
-    fast: Vec<(ClientReport<'a>, Sample)>,
+    fast: Vec<(ClientReport<'a>, Sample, Source)>,
 }
 
 impl<'a> Batch<'a> {
@@ -157,7 +157,7 @@ impl Sink {
             listener.bytes.fetch_add(datagram.len() as u64, Relaxed);
             self.telemetry.value_lists_received(1);
             match sample {
-                Ok(sample) => batch.fast.push((report, sample)),
+                Ok(sample) => batch.fast.push((report, sample, Source::of(from.ip()))),
                 Err(e) => {
                     self.telemetry
                         .value_list_rejected(ValueListReject::from(&e));
@@ -224,7 +224,7 @@ impl Sink {
                 message = %String::from_utf8_lossy(&n.message), "notification"
             );
         }
-        self.route(packet.value_lists, &from, batch);
+        self.route(packet.value_lists, &from, Source::of(from.ip()), batch);
     }
 
     /// Value lists that arrived another way than a datagram (write_http
@@ -236,7 +236,7 @@ impl Sink {
     /// [`Sink::value_lists`] at a given receive time.
     pub fn value_lists_at(&self, value_lists: Vec<ValueList>, from: &str, now: Now) {
         let mut batch = Batch::new();
-        self.route(value_lists, &from, &mut batch);
+        self.route(value_lists, &from, Source::default(), &mut batch);
         self.apply_at(&mut batch, now);
     }
 
@@ -258,13 +258,14 @@ impl Sink {
         &self,
         value_lists: Vec<ValueList>,
         from: &dyn std::fmt::Display,
+        source: Source,
         batch: &mut Batch<'_>,
     ) {
         let t = &self.telemetry;
         t.value_lists_received(value_lists.len() as u64);
         for vl in value_lists {
             match route(vl) {
-                Ok(Record::Sqla(r)) => batch.sqla.push(r),
+                Ok(Record::Sqla(r)) => batch.sqla.push((r, source)),
                 Ok(Record::Generic(vl)) => batch.generic.push(vl),
                 Err(e) => {
                     t.value_list_rejected(ValueListReject::from(&e));
@@ -288,7 +289,7 @@ impl Sink {
         let mut rejected = Vec::new();
         if !batch.sqla.is_empty() || !batch.fast.is_empty() {
             let mut store = lock(&self.stores.sqla);
-            for (r, sample) in &batch.fast {
+            for (r, sample, source) in &batch.fast {
                 let report = Report {
                     host: r.host,
                     program: r.plugin_instance,
@@ -296,13 +297,18 @@ impl Sink {
                     time: r.time,
                     interval: r.interval,
                     sample,
+                    source: *source,
                 };
                 if let Err(e) = store.apply_report(&report, now) {
                     rejected.push(e);
                 }
             }
-            for r in &batch.sqla {
-                if let Err(e) = store.apply(r, now) {
+            for (r, source) in &batch.sqla {
+                let report = Report {
+                    source: *source,
+                    ..r.report()
+                };
+                if let Err(e) = store.apply_report(&report, now) {
                     rejected.push(e);
                 }
             }

@@ -11,8 +11,19 @@
 //!   totals, so they never go backwards: a dead process keeps its contribution,
 //!   a process that reappears continues from its last totals (it is kept as a
 //!   tombstone until `forget_after`), and a total that goes down is a reset;
-//! * each process orders its own reports by the client's timestamp, per type:
-//!   a duplicated, reordered or late report is refused and changes nothing;
+//! * each process orders its own reports by the client's timestamp, per type,
+//!   and by its totals, which only ever grow within one process token: a
+//!   report whose totals are lower than the last accepted ones is stale
+//!   (refused, whatever its timestamp); a repeated timestamp is a duplicate;
+//!   a timestamp that goes back by more than one report interval with totals
+//!   that did not go down is the client's clock stepping (accepted, counted
+//!   per host/program), so a host whose clock is corrected keeps reporting;
+//! * processes first seen within the first liveness window after a start
+//!   without saved state count from their first report (`baseline`), so that
+//!   a restart of the exporter is one reset to Prometheus and no burst;
+//! * at the process limit, processes that reported only once make room for
+//!   new ones, newest first from the source that holds the most of them, so
+//!   that one sender flooding new tokens cannot keep another's out;
 //! * a host/program with no live process stays (zero gauges, counters kept)
 //!   until `forget_after`, then is removed.
 
@@ -29,6 +40,24 @@ use std::time::{Duration, Instant};
 /// A client timestamp as the store keeps it: never zero (a report without
 /// one is stamped with its arrival), so `Option<(Stamp, _)>` needs no tag.
 type Stamp = std::num::NonZeroU64;
+
+/// Who sent a report: an IPv4 address as its number, an IPv6 one folded to
+/// 32 bits. Used only to share the process limit fairly between senders.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Source(pub u32);
+
+impl Source {
+    pub fn of(ip: std::net::IpAddr) -> Source {
+        match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => Source(u32::from(v4)),
+            std::net::IpAddr::V6(v6) => {
+                let o = v6.octets();
+                let word = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+                Source(word(0) ^ word(4) ^ word(8) ^ word(12))
+            }
+        }
+    }
+}
 
 /// Bounds on what a sender can make the store hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +84,10 @@ pub enum ApplyError {
     /// timestamp: a duplicate, reordered or late datagram.
     #[error("report is not newer than the last one of this process")]
     OutOfOrder,
+    /// Totals lower than the last accepted ones of the same process: a late
+    /// or replayed datagram (totals only grow within one process token).
+    #[error("totals are lower than the last accepted ones of this process")]
+    Stale,
     /// A new process or program would exceed `Limits`.
     #[error("{0} limit reached")]
     OverLimit(&'static str),
@@ -70,6 +103,12 @@ pub struct StoreStats {
     pub processes_forgotten: u64,
     /// Host/program pairs removed after `forget_after` with nothing live.
     pub programs_forgotten: u64,
+    /// Processes that had reported once, dropped at the process limit to
+    /// admit a new one (see [`SqlaStore`]).
+    pub processes_evicted: u64,
+    /// Processes whose first report was taken as their baseline (first seen
+    /// within the first liveness window after a start without saved state).
+    pub processes_baselined: u64,
 }
 
 /// A point on the store's clock: nanoseconds since the store was made.
@@ -82,10 +121,50 @@ struct Process {
     live_until: Tick,
     pool: Option<(Stamp, Pool)>,
     totals: Option<(Stamp, [u64; 4])>,
-    /// What few processes have: transactions, the relay form. Boxed so that
-    /// every other process pays one word for it.
+    /// What few processes have: transactions, the relay form, a pool report
+    /// held across a clock step. Boxed so that every other process pays one
+    /// word for it.
     extra: Option<Box<Extra>>,
-    expiry_counted: bool,
+    source: Source,
+    flags: u8,
+}
+
+/// `Process::flags`: its expiry was counted.
+const EXPIRY_COUNTED: u8 = 1;
+/// It reported more than once: never evicted to admit a new process.
+const CONFIRMED: u8 = 2;
+/// First seen within the start-up window: each count's first report is its
+/// baseline.
+const BASELINE: u8 = 4;
+
+impl Process {
+    fn new(source: Source, baseline: bool) -> Self {
+        Process {
+            live_until: Tick::default(),
+            pool: None,
+            totals: None,
+            extra: None,
+            source,
+            flags: if baseline { BASELINE } else { 0 },
+        }
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Whether a report of `sample`'s kind was accepted before.
+    fn reported(&self, sample: &Sample) -> bool {
+        match sample {
+            Sample::Pool(_) => self.pool.is_some(),
+            Sample::Cumulative(Cumulative::Totals(_)) => self.totals.is_some(),
+            Sample::Cumulative(Cumulative::Transactions(_)) => self
+                .extra
+                .as_ref()
+                .is_some_and(|e| e.transactions.is_some()),
+            Sample::Relay(_) => self.extra.as_ref().is_some_and(|e| e.relay.is_some()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +172,10 @@ struct Extra {
     transactions: Option<(Stamp, [u64; 3])>,
     /// Set for a host/program relayed by sqlalchemy-collectd's server plugin.
     relay: Option<Relay>,
+    /// A pool report older than the last one by more than an interval: the
+    /// client's clock may have stepped back. Applied once totals of the same
+    /// timestamp confirm the step; a replayed old datagram's totals do not.
+    held_pool: Option<(Stamp, Pool)>,
 }
 
 /// A relayed host/program: stats arrive one value list each, already summed
@@ -230,6 +313,21 @@ struct Program {
     interval: f64,
     /// The latest `live_until` of its processes.
     live_until: Tick,
+    /// Client time minus receive time of the newest accepted report with a
+    /// client timestamp, seconds.
+    clock_offset: Option<f64>,
+    /// Reports accepted although their timestamp went back (clock steps).
+    clock_steps: u64,
+}
+
+/// How a report's timestamp and counts place it after the last accepted one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    /// Newer by its timestamp (or a first report).
+    Newer,
+    /// Its timestamp went back, but its counts say it is not old: the
+    /// client's clock stepped.
+    Step,
 }
 
 impl Program {
@@ -242,21 +340,77 @@ impl Program {
         live_until: Tick,
         unix: f64,
     ) -> Result<(), ApplyError> {
+        // A timestamp that goes back by more than this is a clock step, not
+        // a reordered datagram.
+        let step = report.interval.0.max(HR_PER_SECOND);
+        let baseline = process.has(BASELINE);
         match report.sample {
             Sample::Pool(pool) => {
-                newer(&process.pool, time)?;
-                process.pool = Some((time, *pool));
+                let totals = process.totals.map(|(t, _)| t);
+                match process.pool {
+                    Some((t, _)) if time == t => return Err(ApplyError::OutOfOrder),
+                    Some((t, _)) if time < t && t.get() - time.get() <= step => {
+                        return Err(ApplyError::OutOfOrder);
+                    }
+                    // Older by more than an interval, or ahead of the
+                    // process's totals by more: the clock stepped, or this
+                    // is a replay of what was sent before a step. Held until
+                    // totals of the same time say which; liveness waits too.
+                    // (Without totals to judge by, it is a step.)
+                    Some((t, _))
+                        if totals.is_some()
+                            && (time < t
+                                || totals.is_some_and(|tt| time.get() > tt.get() + step)) =>
+                    {
+                        let extra = process.extra.get_or_insert_with(Box::default);
+                        extra.held_pool = Some((time, *pool));
+                        return Ok(());
+                    }
+                    _ => process.pool = Some((time, *pool)),
+                }
             }
             Sample::Cumulative(Cumulative::Totals(new)) => {
-                let old = newer(&process.totals, time)?;
+                let order = judge(&process.totals, time, new, step)?;
+                // A process first seen in the start-up window counts from
+                // its first report of each kind.
+                let old = match process.totals {
+                    None if baseline => Some(*new),
+                    last => last.map(|(_, v)| v),
+                };
                 add_deltas(&mut self.totals, old, new);
+                if order == Order::Step {
+                    self.stepped(process, time);
+                }
                 process.totals = Some((time, *new));
+                // The totals are the process's clock: a pool report held
+                // for this time is its own; one stamped later is not.
+                if let Some(extra) = process.extra.as_mut()
+                    && let Some((t, pool)) = extra.held_pool.take()
+                {
+                    if t == time {
+                        process.pool = Some((t, pool));
+                    } else {
+                        extra.held_pool = Some((t, pool));
+                    }
+                }
+                if let Some((t, _)) = &mut process.pool
+                    && *t > time
+                {
+                    *t = Stamp::new(time.get() - 1).unwrap_or(Stamp::MIN);
+                }
             }
             Sample::Cumulative(Cumulative::Transactions(new)) => {
-                let extra = process.extra.get_or_insert_with(Box::default);
-                let old = newer(&extra.transactions, time)?;
+                let last = process.extra.as_ref().and_then(|e| e.transactions);
+                let order = judge(&last, time, new, step)?;
+                let old = match last {
+                    None if baseline => Some(*new),
+                    last => last.map(|(_, v)| v),
+                };
                 add_deltas(self.transactions.get_or_insert([0; 3]), old, new);
-                extra.transactions = Some((time, *new));
+                if order == Order::Step {
+                    self.stepped(process, time);
+                }
+                process.extra.get_or_insert_with(Box::default).transactions = Some((time, *new));
             }
             Sample::Relay(stat) => {
                 let extra = process.extra.get_or_insert_with(Box::default);
@@ -273,7 +427,10 @@ impl Program {
                         // A relayed sum drops when a process leaves the
                         // relaying server's aggregate: nothing was undone, so
                         // the sum is re-based instead of counted as a reset.
-                        let delta = value.saturating_sub(old.unwrap_or(0));
+                        // A relay first seen in the start-up window starts
+                        // from its first sum.
+                        let base = if baseline { value } else { 0 };
+                        let delta = value.saturating_sub(old.unwrap_or(base));
                         self.totals[index] = self.totals[index].saturating_add(delta);
                         *slot = Some((time, value));
                     }
@@ -281,12 +438,67 @@ impl Program {
             }
         }
 
+        if !report.time.is_zero() {
+            self.clock_offset = Some(report.time.as_secs_f64() - unix);
+        }
         process.live_until = live_until;
-        process.expiry_counted = false;
+        process.flags &= !EXPIRY_COUNTED;
         self.live_until = self.live_until.max(live_until);
         self.last_report_unix = self.last_report_unix.max(unix);
         self.interval = report.interval.as_secs_f64();
         Ok(())
+    }
+
+    /// The client's clock went back to `time` (its counts say the report is
+    /// new): every kind of the process's reports is judged from just before
+    /// `time` on (the caller then stamps its own kind).
+    fn stepped(&mut self, process: &mut Process, time: Stamp) {
+        self.clock_steps += 1;
+        let before = Stamp::new(time.get() - 1).unwrap_or(Stamp::MIN);
+        let clamp = |t: &mut Stamp| *t = (*t).min(before);
+        if let Some((t, _)) = &mut process.pool {
+            clamp(t);
+        }
+        if let Some((t, _)) = &mut process.totals {
+            clamp(t);
+        }
+        if let Some(extra) = process.extra.as_mut()
+            && let Some((t, _)) = &mut extra.transactions
+        {
+            clamp(t);
+        }
+    }
+}
+
+/// Where cumulative counts reported at `time` stand against the last
+/// accepted ones: lower counts are stale whatever the timestamp; the same
+/// timestamp and counts are a duplicate; a timestamp that went back is a
+/// clock step if the counts grew or it went back by more than `step`.
+fn judge<const N: usize>(
+    last: &Option<(Stamp, [u64; N])>,
+    time: Stamp,
+    new: &[u64; N],
+    step: u64,
+) -> Result<Order, ApplyError> {
+    let Some((t, old)) = last else {
+        return Ok(Order::Newer);
+    };
+    if new.iter().zip(old).any(|(n, o)| n < o) {
+        return Err(ApplyError::Stale);
+    }
+    let grew = new != old;
+    if time > *t {
+        Ok(Order::Newer)
+    } else if time == *t {
+        if grew {
+            Ok(Order::Newer)
+        } else {
+            Err(ApplyError::OutOfOrder)
+        }
+    } else if grew || t.get() - time.get() > step {
+        Ok(Order::Step)
+    } else {
+        Err(ApplyError::OutOfOrder)
     }
 }
 
@@ -301,6 +513,8 @@ pub struct Report<'a> {
     /// The sender's interval; zero when it sent none.
     pub interval: CdTime,
     pub sample: &'a Sample,
+    /// Who sent it (shares the process limit between senders).
+    pub source: Source,
 }
 
 impl SqlaRecord {
@@ -312,6 +526,7 @@ impl SqlaRecord {
             time: self.time,
             interval: self.interval,
             sample: &self.sample,
+            source: Source::default(),
         }
     }
 }
@@ -335,6 +550,11 @@ pub struct ProgramSnapshot {
     pub interval_seconds: f64,
     /// Configured capacity × pools; filled at scrape time from the config file.
     pub connections_max: Option<f64>,
+    /// Client time minus receive time of the newest report with a client
+    /// timestamp, seconds.
+    pub clock_offset_seconds: Option<f64>,
+    /// Reports accepted although their client timestamp went back.
+    pub clock_steps: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -376,6 +596,15 @@ pub struct SqlaStore {
     stats: StoreStats,
     /// When the process limit last forced a scan for dead processes.
     last_eviction_scan: Option<Instant>,
+    /// Whether processes first seen in the start-up window count from their
+    /// first report (a start without saved state).
+    baseline: bool,
+    /// At the process limit: processes that reported once, in the order they
+    /// make room (last first), from the last scan.
+    victims: Vec<ProcessId>,
+    last_victim_scan: Option<Instant>,
+    /// Processes evicted since that scan.
+    evicted_since_scan: usize,
 }
 
 /// The process limit scans for dead processes to drop at most this often, so
@@ -402,7 +631,19 @@ impl SqlaStore {
             epoch: Instant::now(),
             stats: StoreStats::default(),
             last_eviction_scan: None,
+            baseline: false,
+            victims: Vec::new(),
+            last_victim_scan: None,
+            evicted_since_scan: 0,
         }
+    }
+
+    /// Processes first seen within the first liveness window from now (the
+    /// store's start) count from their first report: for a start without
+    /// saved state, when the fleet's processes were counted by an exporter
+    /// before this one and Prometheus holds their counters.
+    pub fn baseline_at_start(&mut self) {
+        self.baseline = true;
     }
 
     /// `at` on the store's clock. Instants from before the store was made
@@ -443,7 +684,14 @@ impl SqlaStore {
             && let Some(process) = self.processes.get_mut(&ProcessId { program, token })
             && let Some(Some(p)) = self.programs.get_mut(program as usize)
         {
-            return p.update(process, report, time, live_until, now.unix);
+            // A second report of a kind (a second cycle of the client's)
+            // confirms the process: never evicted to make room.
+            let seen = process.reported(report.sample);
+            let result = p.update(process, report, time, live_until, now.unix);
+            if result.is_ok() && seen {
+                process.flags |= CONFIRMED;
+            }
+            return result;
         }
 
         if program.is_none() && self.program_count >= self.limits.max_programs {
@@ -451,7 +699,7 @@ impl SqlaStore {
         }
         if self.processes.len() >= self.limits.max_processes {
             self.evict_dead_processes(now.at);
-            if self.processes.len() >= self.limits.max_processes {
+            if self.processes.len() >= self.limits.max_processes && !self.make_room(now.at) {
                 return Err(ApplyError::OverLimit("process"));
             }
         }
@@ -460,21 +708,83 @@ impl SqlaStore {
             None => self.add_program(report.host, report.program, now.at),
         };
         let token = self.tokens.hold(report.token);
+        let baseline = self.baseline
+            && self.tick(now.at).0 < self.freshness.window(report.interval).as_nanos() as u64;
+        if baseline {
+            self.stats.processes_baselined += 1;
+        }
         let process = self
             .processes
             .entry(ProcessId { program, token })
-            .or_insert(Process {
-                live_until: Tick::default(),
-                pool: None,
-                totals: None,
-                extra: None,
-                expiry_counted: false,
-            });
+            .or_insert(Process::new(report.source, baseline));
         match self.programs.get_mut(program as usize) {
             Some(Some(p)) => p.update(process, report, time, live_until, now.unix),
             // Every id in the index has its program.
             _ => Ok(()),
         }
+    }
+
+    /// At the process limit with nothing dead to drop: drops the newest
+    /// process that has reported only once, from the source holding the
+    /// most of those, so that a flood of new tokens from one sender makes
+    /// room out of its own entries and never out of another sender's (nor
+    /// out of any process that reported twice). False if there is none.
+    fn make_room(&mut self, now: Instant) -> bool {
+        loop {
+            while let Some(id) = self.victims.pop() {
+                if self.processes.get(&id).is_some_and(|p| !p.has(CONFIRMED)) {
+                    self.processes.remove(&id);
+                    self.tokens.release(id.token);
+                    self.stats.processes_evicted += 1;
+                    self.evicted_since_scan += 1;
+                    return true;
+                }
+            }
+            // Another scan once a second, or once an eighth of the map was
+            // evicted since the last: a flood cannot turn every datagram
+            // into a full scan.
+            if self.last_victim_scan.is_some_and(|t| {
+                now.duration_since(t) < EVICTION_SCAN_EVERY
+                    && self.evicted_since_scan < self.processes.len() / 8
+            }) {
+                return false;
+            }
+            self.last_victim_scan = Some(now);
+            self.evicted_since_scan = 0;
+            self.scan_victims();
+            if self.victims.is_empty() {
+                return false;
+            }
+        }
+    }
+
+    /// Lists the processes that reported once of the source holding the most
+    /// of them, in the order they make room: newest first (the list is taken
+    /// from its end).
+    fn scan_victims(&mut self) {
+        let mut held: Map<Source, u64> = Map::default();
+        for p in self.processes.values() {
+            if !p.has(CONFIRMED) {
+                *held.entry(p.source).or_default() += 1;
+            }
+        }
+        self.victims.clear();
+        let Some(largest) = held
+            .iter()
+            .max_by_key(|(source, n)| (**n, **source))
+            .map(|(source, _)| *source)
+        else {
+            return;
+        };
+        let mut once: Vec<(Tick, ProcessId)> = self
+            .processes
+            .iter()
+            .filter(|(_, p)| !p.has(CONFIRMED) && p.source == largest)
+            .map(|(id, p)| (p.live_until, *id))
+            .collect();
+        // Ascending, so that the end holds the newest.
+        once.sort_unstable_by_key(|(until, _)| *until);
+        self.victims.extend(once.into_iter().map(|(_, id)| id));
     }
 
     fn add_program(&mut self, host: &str, name: &str, at: Instant) -> ProgramId {
@@ -491,6 +801,8 @@ impl SqlaStore {
             last_report_unix: 0.0,
             interval: 0.0,
             live_until: self.tick(at),
+            clock_offset: None,
+            clock_steps: 0,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -515,8 +827,8 @@ impl SqlaStore {
         let tokens = &mut self.tokens;
         let mut removed_processes = 0;
         self.processes.retain(|id, p| {
-            if p.live_until <= now_tick && !p.expiry_counted {
-                p.expiry_counted = true;
+            if p.live_until <= now_tick && !p.has(EXPIRY_COUNTED) {
+                p.flags |= EXPIRY_COUNTED;
                 stats.processes_expired += 1;
             }
             let keep = p.live_until.0.saturating_add(forget) > now_tick.0;
@@ -588,7 +900,7 @@ impl SqlaStore {
             let live = p.live_until > now_tick;
             if !live {
                 stats.processes_forgotten += 1;
-                if !p.expiry_counted {
+                if !p.has(EXPIRY_COUNTED) {
                     stats.processes_expired += 1;
                 }
                 tokens.release(id.token);
@@ -650,6 +962,8 @@ impl SqlaStore {
                 last_report_unix: program.last_report_unix,
                 interval_seconds: program.interval,
                 connections_max: None,
+                clock_offset_seconds: program.clock_offset,
+                clock_steps: program.clock_steps,
             });
         }
         Snapshot {
@@ -671,17 +985,12 @@ fn newer<T: Copy>(last: &Option<(Stamp, T)>, time: Stamp) -> Result<Option<T>, A
 }
 
 /// Adds what each cumulative count grew by. A first report counts from zero
-/// (the client's totals start with the process); a count that went down was
-/// reset, so all of it is new.
+/// (the client's totals start with the process) unless `old` is its
+/// baseline; counts never go down here (`judge` refuses those as stale).
 fn add_deltas<const N: usize>(sum: &mut [u64; N], old: Option<[u64; N]>, new: &[u64; N]) {
     for i in 0..N {
         let before = old.map_or(0, |o| o[i]);
-        let delta = if new[i] >= before {
-            new[i] - before
-        } else {
-            new[i]
-        };
-        sum[i] = sum[i].saturating_add(delta);
+        sum[i] = sum[i].saturating_add(new[i].saturating_sub(before));
     }
 }
 
@@ -996,17 +1305,18 @@ mod tests {
     }
 
     #[test]
-    fn counter_that_goes_down_is_a_reset() {
+    fn totals_that_go_down_are_stale_whatever_their_time() {
         let mut s = store();
         let t0 = Now::wall();
         s.apply(&totals_rec("app", "1:a", 100, [10, 4, 5, 5]), t0)
             .unwrap();
-        s.apply(
-            &totals_rec("app", "1:a", 102, [3, 4, 6, 5]),
-            t0.after(2 * S),
-        )
-        .unwrap();
-        assert_eq!(one(&s, t0.at + 2 * S).totals, [13, 4, 6, 5]);
+        for t in [102, 100_000] {
+            assert_eq!(
+                s.apply(&totals_rec("app", "1:a", t, [3, 4, 6, 5]), t0.after(2 * S)),
+                Err(ApplyError::Stale)
+            );
+        }
+        assert_eq!(one(&s, t0.at + 2 * S).totals, [10, 4, 5, 5]);
     }
 
     #[test]
@@ -1030,8 +1340,11 @@ mod tests {
             t0.after(2 * S),
         )
         .unwrap();
-        // The report of t=102 arrives last: it looks like a reset, and must not count.
+        // The report of t=102 arrives last: its totals are lower, stale.
         let late = totals_rec("app", "1:a", 102, [15, 0, 1, 0]);
+        assert_eq!(s.apply(&late, t0.after(3 * S)), Err(ApplyError::Stale));
+        // One of t=103 with the same totals as t=104: late within an interval.
+        let late = totals_rec("app", "1:a", 103, [20, 0, 2, 0]);
         assert_eq!(s.apply(&late, t0.after(3 * S)), Err(ApplyError::OutOfOrder));
         s.apply(
             &totals_rec("app", "1:a", 106, [21, 0, 2, 0]),
@@ -1192,10 +1505,13 @@ mod tests {
         };
         let mut s = SqlaStore::new(Freshness::default(), limits);
         let t0 = Now::wall();
-        s.apply(&pool_rec("app", "1:a", 100, 1.0, 1.0), t0).unwrap();
-        s.apply(&pool_rec("app", "2:b", 100, 1.0, 1.0), t0).unwrap();
+        for (t, at) in [(100, t0), (101, t0.after(S))] {
+            s.apply(&pool_rec("app", "1:a", t, 1.0, 1.0), at).unwrap();
+            s.apply(&pool_rec("app", "2:b", t, 1.0, 1.0), at).unwrap();
+        }
+        // Both reported twice: neither makes room.
         assert_eq!(
-            s.apply(&pool_rec("app", "3:c", 100, 1.0, 1.0), t0),
+            s.apply(&pool_rec("app", "3:c", 100, 1.0, 1.0), t0.after(S)),
             Err(ApplyError::OverLimit("process"))
         );
         // Known processes still report.
@@ -1223,5 +1539,241 @@ mod tests {
             Err(ApplyError::OverLimit("program"))
         );
         assert_eq!(s.snapshot(t0.at).programs.len(), 1);
+    }
+
+    /// One report cycle of the real client: pool, then totals, same time.
+    fn cycle(s: &mut SqlaStore, token: &str, t: u64, out: f64, totals: [u64; 4], at: Now) {
+        assert_eq!(s.apply(&pool_rec("app", token, t, out, 4.0), at), Ok(()));
+        assert_eq!(s.apply(&totals_rec("app", token, t, totals), at), Ok(()));
+    }
+
+    #[test]
+    fn a_client_clock_stepped_back_keeps_its_process_exported() {
+        let mut s = store();
+        let t0 = Now::wall();
+        let base = 1_000_000;
+        for i in 0..5u64 {
+            cycle(
+                &mut s,
+                "1:a",
+                base + 2 * i,
+                1.0,
+                [10 * i, 0, 1, 0],
+                t0.after(2 * i as u32 * S),
+            );
+        }
+        // The clock goes back ten minutes; the process keeps reporting.
+        let back = base + 10 - 600;
+        cycle(&mut s, "1:a", back, 3.0, [50, 0, 1, 0], t0.after(10 * S));
+        let p = one(&s, t0.at + 10 * S);
+        assert_eq!(
+            (p.processes, p.pool.checkedout, p.totals),
+            (1, 3.0, [50, 0, 1, 0])
+        );
+        assert_eq!(p.clock_steps, 1);
+        // The offset is what the client's clock says against the receive time.
+        let offset = p.clock_offset_seconds.unwrap();
+        assert!(
+            (offset - (back as f64 - t0.after(10 * S).unix)).abs() < 1e-6,
+            "{offset}"
+        );
+        // An idle process steps too: its totals did not grow.
+        cycle(
+            &mut s,
+            "1:a",
+            back + 2,
+            2.0,
+            [50, 0, 1, 0],
+            t0.after(12 * S),
+        );
+        assert_eq!(one(&s, t0.at + 12 * S).pool.checkedout, 2.0);
+        // Duplicates are still refused, and so is what was sent before the
+        // step with lower totals.
+        assert_eq!(
+            s.apply(
+                &totals_rec("app", "1:a", back + 2, [50, 0, 1, 0]),
+                t0.after(12 * S)
+            ),
+            Err(ApplyError::OutOfOrder)
+        );
+        assert_eq!(
+            s.apply(
+                &pool_rec("app", "1:a", back + 2, 9.0, 9.0),
+                t0.after(12 * S)
+            ),
+            Err(ApplyError::OutOfOrder)
+        );
+        assert_eq!(
+            s.apply(
+                &totals_rec("app", "1:a", base + 8, [40, 0, 1, 0]),
+                t0.after(13 * S)
+            ),
+            Err(ApplyError::Stale)
+        );
+        // The replayed pool report of before the step is held, never applied:
+        // its totals were stale.
+        s.apply(
+            &pool_rec("app", "1:a", base + 8, 9.0, 9.0),
+            t0.after(13 * S),
+        )
+        .unwrap();
+        cycle(
+            &mut s,
+            "1:a",
+            back + 4,
+            1.0,
+            [60, 1, 1, 0],
+            t0.after(14 * S),
+        );
+        let p = one(&s, t0.at + 14 * S);
+        assert_eq!(
+            (p.pool.checkedout, p.totals, p.clock_steps),
+            (1.0, [60, 1, 1, 0], 1)
+        );
+    }
+
+    #[test]
+    fn a_clock_stepped_forward_a_day_and_back_keeps_counting() {
+        let mut s = store();
+        let t0 = Now::wall();
+        let base = 1_000_000;
+        cycle(&mut s, "1:a", base, 1.0, [1, 0, 1, 0], t0);
+        cycle(
+            &mut s,
+            "1:a",
+            base + 86_400,
+            2.0,
+            [2, 0, 1, 0],
+            t0.after(2 * S),
+        );
+        cycle(&mut s, "1:a", base + 4, 3.0, [3, 0, 1, 0], t0.after(4 * S));
+        cycle(&mut s, "1:a", base + 6, 4.0, [4, 0, 1, 0], t0.after(6 * S));
+        let p = one(&s, t0.at + 6 * S);
+        assert_eq!(
+            (p.processes, p.pool.checkedout, p.totals, p.clock_steps),
+            (1, 4.0, [4, 0, 1, 0], 1)
+        );
+    }
+
+    #[test]
+    fn a_pool_report_arriving_after_its_stepped_totals_is_applied() {
+        let mut s = store();
+        let t0 = Now::wall();
+        cycle(&mut s, "1:a", 1_000, 1.0, [1, 0, 1, 0], t0);
+        s.apply(
+            &totals_rec("app", "1:a", 100, [2, 0, 1, 0]),
+            t0.after(2 * S),
+        )
+        .unwrap();
+        s.apply(&pool_rec("app", "1:a", 100, 3.0, 4.0), t0.after(2 * S))
+            .unwrap();
+        let p = one(&s, t0.at + 2 * S);
+        assert_eq!(
+            (p.pool.checkedout, p.totals, p.clock_steps),
+            (3.0, [2, 0, 1, 0], 1)
+        );
+    }
+
+    #[test]
+    fn after_a_start_without_saved_state_first_reports_are_baselines() {
+        let mut s = store();
+        s.baseline_at_start();
+        let t0 = Now::wall();
+        // A process that was running before the start: its lifetime totals
+        // are not activity seen here.
+        cycle(&mut s, "1:a", 100, 1.0, [100_000, 3, 20, 19], t0);
+        cycle(
+            &mut s,
+            "1:a",
+            102,
+            1.0,
+            [100_010, 3, 21, 19],
+            t0.after(2 * S),
+        );
+        assert_eq!(one(&s, t0.at + 2 * S).totals, [10, 0, 1, 0]);
+        // First seen after the start-up window (3 intervals of 2 s): new, so
+        // it counts from zero.
+        cycle(&mut s, "2:b", 106, 1.0, [5, 0, 1, 0], t0.after(6 * S));
+        assert_eq!(one(&s, t0.at + 6 * S).totals, [15, 0, 2, 0]);
+        assert_eq!(s.snapshot(t0.at).stats.processes_baselined, 1);
+    }
+
+    fn from(
+        s: &mut SqlaStore,
+        source: u32,
+        token: &str,
+        t: u64,
+        at: Now,
+    ) -> Result<(), ApplyError> {
+        let r = pool_rec("app", token, t, 1.0, 1.0);
+        s.apply_report(
+            &Report {
+                source: Source(source),
+                ..r.report()
+            },
+            at,
+        )
+    }
+
+    #[test]
+    fn a_flood_of_new_tokens_makes_room_out_of_its_own_entries() {
+        let limits = Limits {
+            max_processes: 10,
+            max_programs: 10,
+        };
+        let mut s = SqlaStore::new(Freshness::default(), limits);
+        let t0 = Now::wall();
+        // A legitimate process, reported twice.
+        from(&mut s, 1, "1:aaaaaa", 100, t0).unwrap();
+        from(&mut s, 1, "1:aaaaaa", 102, t0.after(S)).unwrap();
+        // Source 2 floods new tokens far past the limit.
+        for n in 0..1000 {
+            from(&mut s, 2, &format!("{n}:bbbbbb"), 100, t0.after(S)).unwrap();
+        }
+        // Source 1's new processes get in and stay while the flood goes on.
+        for n in 0..3 {
+            from(&mut s, 1, &format!("{}:cccccc", n + 10), 100, t0.after(S)).unwrap();
+        }
+        for n in 1000..2000 {
+            from(&mut s, 2, &format!("{n}:bbbbbb"), 100, t0.after(S)).unwrap();
+        }
+        for n in 0..3 {
+            from(
+                &mut s,
+                1,
+                &format!("{}:cccccc", n + 10),
+                102,
+                t0.after(2 * S),
+            )
+            .unwrap();
+        }
+        let snap = s.snapshot(t0.at + 2 * S);
+        assert_eq!(snap.tracked_processes, 10);
+        // The first 9 of the flood fit; every later new token, the flood's
+        // and source 1's, evicts one of the flood's.
+        assert_eq!(snap.stats.processes_evicted, (1000 - 9) + 3 + 1000);
+        for token in ["1:aaaaaa", "10:cccccc", "11:cccccc", "12:cccccc"] {
+            let id = ProcessId {
+                program: 0,
+                token: packed_token(token).unwrap(),
+            };
+            assert!(s.processes.contains_key(&id), "{token} was evicted");
+        }
+        // Once every process reported twice, nothing makes room.
+        let mut s = SqlaStore::new(
+            Freshness::default(),
+            Limits {
+                max_processes: 2,
+                max_programs: 10,
+            },
+        );
+        for n in 0..2 {
+            from(&mut s, 1, &format!("{n}:dddddd"), 100, t0).unwrap();
+            from(&mut s, 1, &format!("{n}:dddddd"), 102, t0).unwrap();
+        }
+        assert_eq!(
+            from(&mut s, 2, "9:dddddd", 100, t0),
+            Err(ApplyError::OverLimit("process"))
+        );
     }
 }
