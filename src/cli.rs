@@ -212,6 +212,15 @@ pub struct Args {
     #[arg(long = "web.ready-file", value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
 
+    /// Directory where a graceful shutdown saves every host/program's counters and
+    /// every process's last reports, so that the next start continues them (no counter
+    /// reset at a deploy). After a crash, and without this flag, processes first seen
+    /// within the first liveness window count from their first report instead: one
+    /// reset to Prometheus, no burst. The first start in an empty directory counts from
+    /// zero.
+    #[arg(long = "storage.path", value_name = "DIR")]
+    pub storage_path: Option<PathBuf>,
+
     /// Log level.
     #[arg(long = "log.level", value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -258,6 +267,7 @@ impl From<Args> for Config {
             typesdb_files: a.typesdb_files,
             host_label: a.host_label,
             max_series: a.max_series,
+            storage_path: a.storage_path,
             web_listen: a.web_listen,
             telemetry_path: a.telemetry_path,
             push_path: a.push_path,

@@ -38,6 +38,7 @@ pub mod route;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod storage;
 pub mod store;
 pub mod telemetry;
 pub mod top;

@@ -19,6 +19,8 @@ use crate::http::web::Web;
 use crate::ingest::{Allow, Sink};
 use crate::snapshot::Sources;
 use crate::state::{ConfigFile, Current, Reloader};
+use crate::storage::{Start, Storage, StorageError};
+use crate::store::sqlalchemy::SqlaStore;
 use crate::store::{Now, Stores};
 use crate::telemetry::{Listener, Telemetry, socket_inode};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -46,6 +48,9 @@ pub enum BindError {
     /// A config file that cannot be read or is not valid.
     #[error("config file")]
     ConfigFile(#[source] ConfigFileError),
+    /// A storage directory that cannot be used.
+    #[error(transparent)]
+    Storage(StorageError),
     /// A types.db that cannot be read or parsed.
     #[error("types.db")]
     TypesDb(#[source] TypesDbError),
@@ -67,6 +72,8 @@ pub struct Bound {
     pub reloader: Arc<Reloader>,
     /// `--web.config.file`: TLS, basic auth and headers of the HTTP listeners.
     pub web: Option<Arc<Web>>,
+    /// `--storage.path`: where the counters are saved at shutdown.
+    pub storage: Option<Storage>,
 }
 
 impl Bound {
@@ -242,9 +249,16 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
     let keys = Arc::new(Current::new(keys));
     let capacity = Arc::new(Current::new(capacity));
     let reloader = Arc::new(reloader(config, &keys, &capacity, web.as_ref(), started));
-    let stores = Arc::new(Stores::new(
+    let (storage, start) = match &config.storage_path {
+        Some(dir) => {
+            let (storage, start) = Storage::open(dir).map_err(BindError::Storage)?;
+            (Some(storage), start)
+        }
+        None => (None, Start::Unsaved("no --storage.path".to_owned())),
+    };
+    let stores = Arc::new(Stores::with(
+        starting_store(start, config),
         config.freshness,
-        config.limits,
         config.max_series,
     ));
     let sink = Arc::new(Sink::new(
@@ -274,7 +288,41 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
         sources,
         reloader,
         web,
+        storage,
     })
+}
+
+/// The SQLAlchemy store this start begins with (see [`crate::storage`]).
+fn starting_store(start: Start, config: &Config) -> SqlaStore {
+    let (freshness, limits) = (config.freshness, config.limits);
+    match start {
+        Start::Restored(saved) => {
+            let (programs, saved_unix) = (saved.programs.len(), saved.saved_unix);
+            let store = SqlaStore::restore(*saved, freshness, limits, Now::wall());
+            tracing::info!(
+                programs,
+                processes = store.snapshot(Instant::now()).tracked_processes,
+                saved_unix,
+                "counters restored from the state the last shutdown saved"
+            );
+            store
+        }
+        Start::First => {
+            tracing::info!(
+                "first start with this storage directory: every process counts from zero"
+            );
+            SqlaStore::new(freshness, limits)
+        }
+        Start::Unsaved(why) => {
+            tracing::info!(
+                reason = %why,
+                "no saved counters: processes first seen within the first liveness window count from their first report"
+            );
+            let mut store = SqlaStore::new(freshness, limits);
+            store.baseline_at_start();
+            store
+        }
+    }
 }
 
 /// The reload of every configured file: each loads on its own and, when it
@@ -411,6 +459,7 @@ pub async fn run(
         sources,
         reloader,
         web,
+        storage,
     } = bound;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut receivers = Vec::new();
@@ -423,6 +472,7 @@ pub async fn run(
         receivers.push(thread);
     }
     let stores = sink.stores().clone();
+    let saved_stores = stores.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -469,6 +519,15 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || {
         for t in receivers {
             let _ = t.join();
+        }
+        // Last: everything received is in.
+        if let Some(storage) = storage {
+            let saved = crate::store::lock(&saved_stores.sqla).save(Now::wall());
+            let programs = saved.programs.len();
+            match storage.save(&saved) {
+                Ok(()) => tracing::info!(programs, "counters saved for the next start"),
+                Err(e) => tracing::error!(error = %e, "saving the counters failed; the next start takes a baseline"),
+            }
         }
     })
     .await;

@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "collectd",
     "route",
     "store",
+    "storage",
     "telemetry",
     "config",
     "state",

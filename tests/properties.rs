@@ -511,6 +511,8 @@ const HOST: &str = "vm";
 const PROGRAMS: [&str; 2] = ["app", "worker"];
 const TOKENS: [&str; 3] = ["101:aaaa", "102:bbbb", "103:cccc"];
 /// Record kinds a client cycle sends, each in its own datagram.
+/// Where client clocks start, so that a clock stepped back stays positive.
+const CLIENT_EPOCH_S: i64 = 1_000_000;
 const POOL: usize = 0;
 const TOTALS: usize = 1;
 const TRANSACTIONS: usize = 2;
@@ -538,6 +540,9 @@ struct Cycle {
     pause_ms: Option<u64>,
     jitter_ms: u64,
     reset: bool,
+    /// The client's clock is stepped by this many seconds from this cycle
+    /// on (an NTP correction, a VM resumed).
+    clock_step_s: i64,
     totals_inc: [u64; 4],
     tx_inc: [u64; 3],
     checked_out: u8,
@@ -593,8 +598,13 @@ fn cycle(mode: Mode) -> impl Strategy<Value = Cycle> {
     } else {
         Just(false).boxed()
     };
+    let step = if mode == Mode::Clean {
+        Just(0i64).boxed()
+    } else {
+        prop_oneof![12 => Just(0i64), 1 => -700i64..700, 1 => Just(-600i64), 1 => Just(86_400i64), 1 => Just(-86_400i64)].boxed()
+    };
     (
-        prop::option::weighted(0.1, 0u64..20_000),
+        (prop::option::weighted(0.1, 0u64..20_000), step),
         0u64..500,
         reset,
         prop::array::uniform4(prop_oneof![2 => Just(0u64), 3 => 0u64..50, 1 => 0u64..5_000]),
@@ -603,11 +613,20 @@ fn cycle(mode: Mode) -> impl Strategy<Value = Cycle> {
         [fate.clone(), fate.clone(), fate],
     )
         .prop_map(
-            |(pause_ms, jitter_ms, reset, totals_inc, tx_inc, (checked_out, checked_in), fates)| {
+            |(
+                (pause_ms, clock_step_s),
+                jitter_ms,
+                reset,
+                totals_inc,
+                tx_inc,
+                (checked_out, checked_in),
+                fates,
+            )| {
                 Cycle {
                     pause_ms,
                     jitter_ms,
                     reset,
+                    clock_step_s,
                     totals_inc,
                     tx_inc,
                     checked_out,
@@ -674,16 +693,20 @@ enum Event {
 /// The test's own account of one process, kept beside the store.
 #[derive(Clone, Debug, Default)]
 struct Oracle {
-    /// Client time of the last report the store must have accepted, per kind.
-    accepted: [Option<u64>; 3],
+    /// Client time (collectd's units) each kind's next report is judged
+    /// against, per kind: the last accepted one's, or just before a clock
+    /// step's.
+    stamps: [Option<u64>; 3],
+    /// A pool report held until totals of its time confirm it.
+    held_pool: Option<(u64, Pool)>,
     /// Receive time (ms) until which the process is live.
     live_until_ms: Option<u64>,
     pool: Option<Pool>,
-    /// Per kind: the delivered report with the latest client time.
+    /// Per kind: the delivered report of the latest cycle.
     latest: [Option<(u64, usize)>; 3],
     /// What the accepted reports add up to by the README's rule (a total
-    /// that grew adds the growth, one that went down was reset and adds
-    /// all of itself), with the last accepted totals.
+    /// that grew adds the growth; totals that went down are stale and
+    /// refused), with the last accepted totals.
     counted_totals: [u64; 4],
     last_totals: Option<[u64; 4]>,
     counted_tx: Option<[u64; 3]>,
@@ -694,13 +717,68 @@ struct Oracle {
 fn count<const N: usize>(counted: &mut [u64; N], last: &mut Option<[u64; N]>, new: [u64; N]) {
     let before = last.unwrap_or([0; N]);
     for i in 0..N {
-        counted[i] += if new[i] >= before[i] {
-            new[i] - before[i]
-        } else {
-            new[i]
-        };
+        counted[i] += new[i] - before[i];
     }
     *last = Some(new);
+}
+
+/// What the README's rules make of a report, given what the process's
+/// last accepted ones were.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Apply,
+    /// A cumulative report whose timestamp went back: a clock step.
+    Step,
+    /// A pool report kept until totals of its time confirm it.
+    Hold,
+    Refuse(ApplyError),
+}
+
+/// Counts against the last accepted ones: lower ones are stale; the same
+/// timestamp and counts a duplicate; a timestamp gone back with counts that
+/// grew, or gone back by more than an interval, a clock step.
+fn judge_counts<const N: usize>(
+    last: Option<(u64, [u64; N])>,
+    time: u64,
+    new: &[u64; N],
+    step: u64,
+) -> Verdict {
+    let Some((t, old)) = last else {
+        return Verdict::Apply;
+    };
+    if (0..N).any(|i| new[i] < old[i]) {
+        return Verdict::Refuse(ApplyError::Stale);
+    }
+    let grew = *new != old;
+    if time > t || (time == t && grew) {
+        Verdict::Apply
+    } else if time < t && (grew || t - time > step) {
+        Verdict::Step
+    } else {
+        Verdict::Refuse(ApplyError::OutOfOrder)
+    }
+}
+
+impl Oracle {
+    fn verdict(&self, kind: usize, time: u64, sample: &Sample, step: u64) -> Verdict {
+        match sample {
+            Sample::Pool(_) => match self.stamps[POOL] {
+                Some(t) if time == t => Verdict::Refuse(ApplyError::OutOfOrder),
+                Some(t) if time < t && t - time <= step => Verdict::Refuse(ApplyError::OutOfOrder),
+                Some(t) if self.stamps[TOTALS].is_some_and(|tt| time < t || time > tt + step) => {
+                    Verdict::Hold
+                }
+                _ => Verdict::Apply,
+            },
+            Sample::Cumulative(Cumulative::Totals(new)) => {
+                judge_counts(self.stamps[TOTALS].zip(self.last_totals), time, new, step)
+            }
+            Sample::Cumulative(Cumulative::Transactions(new)) => {
+                judge_counts(self.stamps[kind].zip(self.last_tx), time, new, step)
+            }
+            Sample::Relay(_) => unreachable!("no relay records here"),
+        }
+    }
 }
 
 /// Cumulative values of one process's true history, per cycle.
@@ -756,14 +834,20 @@ fn run_fleet(fleet: &Fleet) -> Result<(), TestCaseError> {
         .filter(|p| seen.insert((p.program, p.token)))
         .collect();
     let histories: Vec<History> = procs.iter().map(|p| history(p)).collect();
-    let any_reset = procs.iter().any(|p| p.cycles.iter().any(|c| c.reset));
+    // Resets and clock steps: the report latest by client time is not the
+    // one with the largest totals.
+    let any_reset = procs
+        .iter()
+        .any(|p| p.cycles.iter().any(|c| c.reset || c.clock_step_s != 0));
 
     // What the clients sent, and when the network hands each copy over.
     let mut sent = Vec::new();
     let mut timeline: Vec<(u64, usize, Event)> = Vec::new();
     for (pi, p) in procs.iter().enumerate() {
         let mut send_ms = p.start_ms;
+        let mut stepped_s = 0i64;
         for (ci, c) in p.cycles.iter().enumerate() {
+            stepped_s += c.clock_step_s;
             if ci > 0 {
                 send_ms += p.interval_s * 1000 + c.jitter_ms;
             }
@@ -771,8 +855,11 @@ fn run_fleet(fleet: &Fleet) -> Result<(), TestCaseError> {
                 // Longer than the stale window: 3 intervals.
                 send_ms += 3 * p.interval_s * 1000 + 1000 + extra;
             }
-            // Sends are at least a second apart: client seconds increase.
-            let client_s = p.clock_offset_s + send_ms / 1000;
+            // Sends are at least a second apart: client seconds increase
+            // (unless the clock was stepped).
+            let client_s =
+                (CLIENT_EPOCH_S + p.clock_offset_s as i64 + (send_ms / 1000) as i64 + stepped_s)
+                    .max(1) as u64;
             let h = &histories[pi];
             for kind in [POOL, TOTALS, TRANSACTIONS] {
                 let sample = match kind {
@@ -862,33 +949,58 @@ fn run_fleet(fleet: &Fleet) -> Result<(), TestCaseError> {
             } => {
                 let s = &sent[si];
                 let o = &mut oracle[s.process];
-                let expect_ok = o.accepted[s.kind].is_none_or(|t| s.client_s > t);
+                let time = s.record.time.0;
+                let step = s.record.interval.0.max(CdTime::from_secs(1).0);
+                let verdict = o.verdict(s.kind, time, &s.record.sample, step);
                 let got = store.apply(&s.record, now);
-                if expect_ok {
-                    prop_assert_eq!(got, Ok(()), "report {:?} at {} ms", s, now_ms);
-                    o.accepted[s.kind] = Some(s.client_s);
-                    let window = freshness.window(s.record.interval);
-                    o.live_until_ms = Some(now_ms + window.as_millis() as u64);
-                    match s.record.sample {
-                        Sample::Pool(pool) => o.pool = Some(pool),
-                        Sample::Cumulative(Cumulative::Totals(t)) => {
-                            count(&mut o.counted_totals, &mut o.last_totals, t)
-                        }
-                        Sample::Cumulative(Cumulative::Transactions(t)) => {
-                            count(o.counted_tx.get_or_insert([0; 3]), &mut o.last_tx, t)
-                        }
-                        Sample::Relay(_) => unreachable!("no relay records here"),
+                match verdict {
+                    Verdict::Refuse(e) => {
+                        prop_assert_eq!(got, Err(e), "report {:?} at {} ms", s, now_ms)
                     }
-                } else {
-                    prop_assert_eq!(
-                        got,
-                        Err(ApplyError::OutOfOrder),
-                        "report {:?} at {} ms",
-                        s,
-                        now_ms
-                    );
+                    Verdict::Hold => {
+                        prop_assert_eq!(got, Ok(()), "report {:?} at {} ms", s, now_ms);
+                        if let Sample::Pool(pool) = s.record.sample {
+                            o.held_pool = Some((time, pool));
+                        }
+                    }
+                    Verdict::Apply | Verdict::Step => {
+                        prop_assert_eq!(got, Ok(()), "report {:?} at {} ms", s, now_ms);
+                        if verdict == Verdict::Step {
+                            for t in o.stamps.iter_mut().flatten() {
+                                *t = (*t).min(time - 1);
+                            }
+                        }
+                        o.stamps[s.kind] = Some(time);
+                        let window = freshness.window(s.record.interval);
+                        o.live_until_ms = Some(now_ms + window.as_millis() as u64);
+                        match s.record.sample {
+                            Sample::Pool(pool) => o.pool = Some(pool),
+                            Sample::Cumulative(Cumulative::Totals(t)) => {
+                                count(&mut o.counted_totals, &mut o.last_totals, t);
+                                // The totals are the process's clock.
+                                match o.held_pool.take() {
+                                    Some((ht, pool)) if ht == time => {
+                                        o.pool = Some(pool);
+                                        o.stamps[POOL] = Some(time);
+                                    }
+                                    other => o.held_pool = other,
+                                }
+                                if let Some(pt) = &mut o.stamps[POOL]
+                                    && *pt > time
+                                {
+                                    *pt = time - 1;
+                                }
+                            }
+                            Sample::Cumulative(Cumulative::Transactions(t)) => {
+                                count(o.counted_tx.get_or_insert([0; 3]), &mut o.last_tx, t)
+                            }
+                            Sample::Relay(_) => unreachable!("no relay records here"),
+                        }
+                    }
                 }
-                if o.latest[s.kind].is_none_or(|(t, _)| s.client_s > t) {
+                // The latest cycle delivered (the latest client time too,
+                // unless the clock was stepped).
+                if o.latest[s.kind].is_none_or(|(_, c)| s.cycle > c) {
                     o.latest[s.kind] = Some((s.client_s, s.cycle));
                 }
                 sweep_after
@@ -1032,22 +1144,13 @@ fn check_snapshot(
             prop_assert_eq!(got.totals, latest_totals, "{} at {} ms", name, now_ms);
             prop_assert_eq!(got.transactions, latest_tx, "{} at {} ms", name, now_ms);
         } else {
-            // At least the latest totals, at most everything the clients counted.
-            for i in 0..4 {
-                prop_assert!(
-                    latest_totals[i] <= got.totals[i] && got.totals[i] <= work_totals[i],
-                    "{} totals[{}] = {} outside [{}, {}]",
-                    name,
-                    i,
-                    got.totals[i],
-                    latest_totals[i],
-                    work_totals[i]
-                );
+            // A client that resets its totals within one token sends stale
+            // reports from then on: never more than the clients counted.
+            for (i, (g, w)) in got.totals.iter().zip(work_totals).enumerate() {
+                prop_assert!(*g <= w, "{} totals[{}] = {} above {}", name, i, g, w);
             }
-            if let (Some(g), Some(l)) = (got.transactions, latest_tx) {
-                for i in 0..3 {
-                    prop_assert!(l[i] <= g[i] && g[i] <= work_tx[i]);
-                }
+            if let Some(g) = got.transactions {
+                prop_assert!(g.iter().zip(work_tx).all(|(g, w)| *g <= w));
             }
         }
 

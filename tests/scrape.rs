@@ -129,6 +129,7 @@ fn normalise(text: &str) -> String {
         .map(|l| {
             let l = regex_lite_port(l);
             if l.starts_with("sqlalchemy_last_report_timestamp_seconds")
+                || l.starts_with("sqlalchemy_client_clock_offset_seconds")
                 || l.starts_with("sqlalchemy_collectd_exporter_start_time_seconds ")
                 || l.starts_with(
                     "sqlalchemy_collectd_exporter_config_last_reload_success_timestamp_seconds ",
@@ -405,7 +406,7 @@ fn value_lists_are_rejected_by_reason() {
     let datagrams = vec![
         totals("app", 100, 5),
         totals("app", 100, 5),   // duplicate
-        totals("app", 98, 3),    // late
+        totals("app", 98, 3),    // late, with lower totals: stale
         totals("other", 100, 1), // a second program: over the limit
         client_datagram(
             "app",
@@ -445,12 +446,13 @@ fn value_lists_are_rejected_by_reason() {
     assert_eq!(
         [
             r("out_of_order"),
+            r("stale"),
             r("over_limit"),
             r("unknown_type"),
             r("malformed"),
             r("invalid_value"),
         ],
-        [2.0, 1.0, 1.0, 1.0, 1.0],
+        [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
         "{text}"
     );
     // The SQLAlchemy totals and the generic `load` value list.

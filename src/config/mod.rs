@@ -116,4 +116,6 @@ pub struct Config {
     pub web_config_file: Option<PathBuf>,
     /// Where the bound addresses are written once every listener is bound.
     pub ready_file: Option<PathBuf>,
+    /// Where a graceful shutdown leaves the counters for the next start.
+    pub storage_path: Option<PathBuf>,
 }

@@ -178,6 +178,20 @@ pub const SQLALCHEMY: &[(Family, Field)] = &[
         ),
         |p| Some(Number::F64(p.last_report_unix)),
     ),
+    (
+        gauge(
+            "sqlalchemy_client_clock_offset_seconds",
+            "Client timestamp minus receive time of the newest report for this host and program (clock skew plus network delay).",
+        ),
+        |p| p.clock_offset_seconds.map(Number::F64),
+    ),
+    (
+        counter(
+            "sqlalchemy_client_clock_steps",
+            "Reports accepted although their client timestamp went back (the client's clock was stepped).",
+        ),
+        |p| Some(Number::U64(p.clock_steps)),
+    ),
 ];
 
 type DatabaseField = fn(&DatabaseSnapshot) -> Number;
@@ -358,6 +372,22 @@ pub const OWN: &[(Family, Samples)] = &[
             "Dead processes whose state was dropped."
         ),
         |s, w| w.sample(&[], Number::U64(s.sqla.stats.processes_forgotten)),
+    ),
+    (
+        own!(
+            counter,
+            "processes_evicted",
+            "SQLAlchemy client processes that had reported once, dropped at --limits.max-processes to admit a new one (from the source holding most of them)."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.sqla.stats.processes_evicted)),
+    ),
+    (
+        own!(
+            counter,
+            "processes_baselined",
+            "SQLAlchemy client processes first seen in the start-up window after a start without saved state, counted from their first report."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.sqla.stats.processes_baselined)),
     ),
     (
         own!(
@@ -652,7 +682,7 @@ mod tests {
                     last_report_unix: 1.0,
                     interval_seconds: 10.0,
                     connections_max: Some(20.0),
-                    clock_offset_seconds: None,
+                    clock_offset_seconds: Some(0.5),
                     clock_steps: 0,
                 }],
                 ..SqlaSnapshot::default()

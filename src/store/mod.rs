@@ -32,8 +32,18 @@ pub struct Stores {
 
 impl Stores {
     pub fn new(freshness: Freshness, limits: sqlalchemy::Limits, max_series: usize) -> Self {
+        Stores::with(
+            sqlalchemy::SqlaStore::new(freshness, limits),
+            freshness,
+            max_series,
+        )
+    }
+
+    /// A given SQLAlchemy store (restored, or with the start-up baseline)
+    /// and an empty generic one.
+    pub fn with(sqla: sqlalchemy::SqlaStore, freshness: Freshness, max_series: usize) -> Self {
         Stores {
-            sqla: Mutex::new(sqlalchemy::SqlaStore::new(freshness, limits)),
+            sqla: Mutex::new(sqla),
             generic: Mutex::new(collectd::GenericStore::new(freshness, max_series)),
         }
     }

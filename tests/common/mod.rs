@@ -35,6 +35,9 @@ pub struct Exporter {
     pub udp_all: Vec<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Its `--storage.path`, empty at start: a first start, so every process
+    /// counts from zero.
+    _storage: TempDir,
 }
 
 impl Drop for Exporter {
@@ -57,6 +60,9 @@ pub fn start(args: &[&str]) -> Exporter {
         "--web.listen-address",
         "127.0.0.1:0",
     ];
+    let storage = TempDir::new("exporter", "storage");
+    let storage_path = storage.path().display().to_string();
+    argv.extend_from_slice(&["--storage.path", &storage_path]);
     argv.extend_from_slice(args);
     let config = Config::try_parse_from(argv).expect("test flags parse");
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -86,6 +92,7 @@ pub fn start(args: &[&str]) -> Exporter {
         udp_all,
         shutdown: Some(shutdown_tx),
         thread: Some(thread),
+        _storage: storage,
     }
 }
 

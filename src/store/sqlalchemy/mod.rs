@@ -27,6 +27,8 @@
 //! * a host/program with no live process stays (zero gauges, counters kept)
 //!   until `forget_after`, then is removed.
 
+pub mod saved;
+
 use crate::collectd::{CdTime, HR_PER_SECOND};
 use crate::route::{Cumulative, Pool, RelayStat, Sample, SqlaRecord};
 use crate::store::{Freshness, Now};
