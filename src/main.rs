@@ -65,6 +65,16 @@ fn main() -> ExitCode {
     }
     let config = Config::from(args);
     init_logging(config.log_level, config.log_format);
+    match server::raise_open_file_limit() {
+        Ok(l) if l.soft > l.soft_before => tracing::info!(
+            soft_before = l.soft_before,
+            soft = l.soft,
+            hard = l.hard,
+            "raised the open file limit"
+        ),
+        Ok(l) => tracing::info!(soft = l.soft, hard = l.hard, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit; keeping it"),
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
