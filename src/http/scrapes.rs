@@ -67,7 +67,7 @@ pub async fn limit(State(scrapes): State<Arc<Scrapes>>, request: Request, next: 
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, "1")],
                 format!(
-                    "{} scrapes are being answered (--web.max-requests); try again later\n",
+                    "too many scrapes at once (--web.max-requests {}); try again later\n",
                     scrapes.limit
                 ),
             )
