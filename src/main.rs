@@ -1,7 +1,8 @@
-//! The binary: flags → `Config`, logging, bind every listener (and write the
-//! ready file), serve until SIGINT or SIGTERM; SIGHUP reloads every file. A
-//! bad flag, an address that cannot be bound or a ready file that cannot be
-//! written exits non-zero with a one-line reason.
+//! The binary: flags → `Config`, logging, the soft open-file limit raised to
+//! the hard one, bind every listener (and write the ready file), serve until
+//! SIGINT or SIGTERM; SIGHUP reloads every file. A bad flag, an address that
+//! cannot be bound or a ready file that cannot be written exits non-zero
+//! with a one-line reason.
 
 use anyhow::Context;
 use clap::error::ErrorKind;

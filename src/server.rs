@@ -2,12 +2,16 @@
 //! HTTP servers until shutdown. `bind` is separate so that callers (main,
 //! tests) learn the bound addresses and see bind errors before anything runs;
 //! [`ReadyFile`] writes those addresses for whoever started the binary.
+//! [`raise_open_file_limit`] (called by `main` before `bind`) lifts the soft
+//! open-file limit to the hard one, and `bind` keeps `--web.max-connections`
+//! within what that limit leaves room for.
 //!
 //! Takes a validated [`Config`]; builds the stores, the counters, the
 //! reloadable settings and the reloader, and hands each stage only what it
 //! uses: the receive threads and the push handler get the ingest [`Sink`],
 //! the scrape handlers the snapshot [`Sources`], the reload handler and
-//! SIGHUP the [`Reloader`].
+//! SIGHUP the [`Reloader`], the accept loop (`crate::http::serve`) the
+//! listeners, the router and the HTTP limits.
 
 use crate::collectd::security::{AuthFileError, Keys};
 use crate::collectd::typesdb::{TypesDb, TypesDbError};

@@ -579,7 +579,7 @@ impl Drop for Guard {
 
 /// A response body that keeps its request in flight until hyper has taken
 /// all of it, in pieces of at most [`CHUNK`] bytes.
-pub struct InFlight<B> {
+struct InFlight<B> {
     body: B,
     /// What is left of the last data frame.
     rest: Bytes,
