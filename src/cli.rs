@@ -7,7 +7,7 @@
 //! [`Config`] (for the server).
 
 use crate::collectd::SecurityLevel;
-use crate::config::{Config, ListenAddress, LogFormat, LogLevel};
+use crate::config::{Config, HttpLimits, ListenAddress, LogFormat, LogLevel};
 use crate::store::Freshness;
 use crate::store::sqlalchemy::Limits;
 use clap::Parser;
@@ -20,6 +20,14 @@ fn duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?}: must be longer than zero"));
     }
     Ok(d)
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err(format!("{s:?}: must be at least 1")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
 }
 
 /// A CIDR network (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
@@ -153,6 +161,32 @@ pub struct Args {
     )]
     pub web_listen: Vec<ListenAddress>,
 
+    /// Longest an HTTP client may take to send a request head, from its first byte (over
+    /// TLS: from connecting, for the handshake, then from the head's first byte), e.g. 10s;
+    /// a connection that takes longer is closed (Go's ReadHeaderTimeout).
+    #[arg(long = "web.read-header-timeout", value_name = "DURATION", default_value = "10s",
+          value_parser = duration)]
+    pub read_header_timeout: Duration,
+
+    /// An HTTP connection that sends nothing this long after its last response (or after
+    /// connecting) is closed, e.g. 2m.
+    #[arg(long = "web.idle-timeout", value_name = "DURATION", default_value = "2m",
+          value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    /// Most HTTP connections open at once (every listener together; never more than the
+    /// open-file limit minus 64). At the cap, a new connection closes the one that has been
+    /// idle the longest; when every connection has a request in flight, the new one is
+    /// closed.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = HttpLimits::default().max_connections,
+          value_parser = at_least_one)]
+    pub max_connections: usize,
+
+    /// Most scrapes (the telemetry path and /api/v1/pools) answered at once; more get 503
+    /// until one has been sent whole. 0 for no limit.
+    #[arg(long = "web.max-requests", value_name = "N", default_value_t = HttpLimits::default().max_requests)]
+    pub max_requests: usize,
+
     /// Path under which metrics are served.
     #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics", value_parser = telemetry_path)]
     pub telemetry_path: String,
@@ -269,6 +303,12 @@ impl From<Args> for Config {
             max_series: a.max_series,
             storage_path: a.storage_path,
             web_listen: a.web_listen,
+            http: HttpLimits {
+                read_header_timeout: a.read_header_timeout,
+                idle_timeout: a.idle_timeout,
+                max_connections: a.max_connections,
+                max_requests: a.max_requests,
+            },
             telemetry_path: a.telemetry_path,
             push_path: a.push_path,
             freshness: Freshness {
@@ -315,6 +355,39 @@ mod tests {
         assert_eq!(c.web_listen, vec!["0.0.0.0:9827".parse().unwrap()]);
         assert_eq!(c.telemetry_path, "/metrics");
         assert_eq!(c.freshness, Freshness::default());
+        assert_eq!(
+            c.http,
+            HttpLimits {
+                read_header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(120),
+                max_connections: 1024,
+                max_requests: 40,
+            }
+        );
+    }
+
+    #[test]
+    fn http_limits_parse_durations_and_counts() {
+        let c = parse(&[
+            "--web.read-header-timeout",
+            "1500ms",
+            "--web.idle-timeout",
+            "1m",
+            "--web.max-connections",
+            "100",
+            "--web.max-requests",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.http,
+            HttpLimits {
+                read_header_timeout: Duration::from_millis(1500),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 100,
+                max_requests: 0,
+            }
+        );
     }
 
     #[test]
@@ -382,6 +455,10 @@ mod tests {
             &["--collectd.security-level", "paranoid"],
             &["--collectd.host-label", "9x"],
             &["--collectd.host-label", "type"],
+            &["--web.read-header-timeout", "0s"],
+            &["--web.idle-timeout", "soon"],
+            &["--web.max-connections", "0"],
+            &["--web.max-requests", "-1"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be rejected");
         }

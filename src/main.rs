@@ -1,7 +1,8 @@
-//! The binary: flags → `Config`, logging, bind every listener (and write the
-//! ready file), serve until SIGINT or SIGTERM; SIGHUP reloads every file. A
-//! bad flag, an address that cannot be bound or a ready file that cannot be
-//! written exits non-zero with a one-line reason.
+//! The binary: flags → `Config`, logging, the soft open-file limit raised to
+//! the hard one, bind every listener (and write the ready file), serve until
+//! SIGINT or SIGTERM; SIGHUP reloads every file. A bad flag, an address that
+//! cannot be bound or a ready file that cannot be written exits non-zero
+//! with a one-line reason.
 
 use anyhow::Context;
 use clap::error::ErrorKind;
@@ -65,6 +66,16 @@ fn main() -> ExitCode {
     }
     let config = Config::from(args);
     init_logging(config.log_level, config.log_format);
+    match server::raise_open_file_limit() {
+        Ok(l) if l.soft > l.soft_before => tracing::info!(
+            soft_before = l.soft_before,
+            soft = l.soft,
+            hard = l.hard,
+            "raised the open file limit"
+        ),
+        Ok(l) => tracing::info!(soft = l.soft, hard = l.hard, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit; keeping it"),
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

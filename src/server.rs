@@ -2,19 +2,23 @@
 //! HTTP servers until shutdown. `bind` is separate so that callers (main,
 //! tests) learn the bound addresses and see bind errors before anything runs;
 //! [`ReadyFile`] writes those addresses for whoever started the binary.
+//! [`raise_open_file_limit`] (called by `main` before `bind`) lifts the soft
+//! open-file limit to the hard one, and `bind` keeps `--web.max-connections`
+//! within what that limit leaves room for.
 //!
 //! Takes a validated [`Config`]; builds the stores, the counters, the
 //! reloadable settings and the reloader, and hands each stage only what it
 //! uses: the receive threads and the push handler get the ingest [`Sink`],
 //! the scrape handlers the snapshot [`Sources`], the reload handler and
-//! SIGHUP the [`Reloader`].
+//! SIGHUP the [`Reloader`], the accept loop (`crate::http::serve`) the
+//! listeners, the router and the HTTP limits.
 
 use crate::collectd::security::{AuthFileError, Keys};
 use crate::collectd::typesdb::{TypesDb, TypesDbError};
 use crate::config::file::{Capacity, ConfigFileError};
-use crate::config::{Config, ListenAddress};
+use crate::config::{Config, HttpLimits, ListenAddress};
 use crate::exposition::families::BuildInfo;
-use crate::http::tls::stopped_signal;
+use crate::http::serve::{Connections, RESERVED_FILES};
 use crate::http::web::Web;
 use crate::ingest::{Allow, Sink};
 use crate::snapshot::Sources;
@@ -24,7 +28,7 @@ use crate::store::sqlalchemy::SqlaStore;
 use crate::store::{Now, Stores};
 use crate::telemetry::{Listener, Telemetry, socket_inode};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -74,6 +78,9 @@ pub struct Bound {
     pub web: Option<Arc<Web>>,
     /// `--storage.path`: where the counters are saved at shutdown.
     pub storage: Option<Storage>,
+    /// The HTTP listeners' timeouts and caps, the connection cap lowered to
+    /// what the open-file limit leaves room for.
+    pub http_limits: HttpLimits,
 }
 
 impl Bound {
@@ -164,6 +171,39 @@ impl Drop for ReadyFile {
     }
 }
 
+/// The open-file limits (soft, hard) after raising the soft one to the hard
+/// one at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenFileLimit {
+    pub soft_before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises the soft open-file limit (RLIMIT_NOFILE) to the hard one: systemd
+/// gives a service a soft limit of 1,024 and a hard one far above, and
+/// every HTTP connection is a file. Called by `main` before binding.
+pub fn raise_open_file_limit() -> nix::Result<OpenFileLimit> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft_before, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft_before < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    Ok(OpenFileLimit {
+        soft_before,
+        soft,
+        hard,
+    })
+}
+
+/// `--web.max-connections`, lowered so that connections leave
+/// [`RESERVED_FILES`] of the soft open-file limit `soft` free.
+pub fn connection_cap(wanted: usize, soft: u64) -> usize {
+    let room = usize::try_from(soft.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+    wanted.min(room).max(1)
+}
+
 pub fn bind(config: &Config) -> Result<Bound, BindError> {
     let keys = match &config.auth_file {
         Some(path) => Some(Keys::load(path).map_err(BindError::AuthFile)?),
@@ -245,6 +285,20 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
         tracing::info!(address = %local, path = %config.telemetry_path, "serving metrics over HTTP");
         http.push(listener);
     }
+    let mut http_limits = config.http;
+    if let Ok((soft, _)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        http_limits.max_connections = connection_cap(config.http.max_connections, soft);
+        if http_limits.max_connections < config.http.max_connections {
+            tracing::warn!(
+                requested = config.http.max_connections,
+                limit = http_limits.max_connections,
+                open_files = soft,
+                "--web.max-connections lowered to what the open file limit leaves room for"
+            );
+        }
+    }
     let started = Now::wall().unix;
     let keys = Arc::new(Current::new(keys));
     let capacity = Arc::new(Current::new(capacity));
@@ -289,6 +343,7 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
         reloader,
         web,
         storage,
+        http_limits,
     })
 }
 
@@ -460,6 +515,7 @@ pub async fn run(
         reloader,
         web,
         storage,
+        http_limits,
     } = bound;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut receivers = Vec::new();
@@ -481,38 +537,49 @@ pub async fn run(
             stores.sweep(Instant::now());
         }
     });
+    let telemetry = sources.telemetry.clone();
+    let scrapes = Arc::new(crate::http::scrapes::Scrapes::new(
+        http_limits.max_requests,
+        telemetry.clone(),
+    ));
     let state = crate::http::AppState {
         sources,
         sink,
         reloader,
     };
-    let router = crate::http::router(state, telemetry_path, push_path, web.clone());
-    let (stop_http, stopped) = tokio::sync::watch::channel(false);
-    let mut servers = tokio::task::JoinSet::new();
+    let router = crate::http::router(state, telemetry_path, push_path, web.clone(), scrapes);
+    let tls = web.filter(|web| web.tls());
+    let mut listeners = Vec::new();
     for listener in http {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let router = router.clone();
-        let stopped = stopped.clone();
-        match web.clone().filter(|web| web.tls()) {
-            Some(web) => {
-                tracing::info!(address = ?listener.local_addr().ok(), "serving HTTPS");
-                servers.spawn(crate::http::tls::serve_tls(
-                    listener,
-                    router,
-                    web,
-                    stopped,
-                    SHUTDOWN_GRACE,
-                ));
-            }
-            None => {
-                servers.spawn(serve_http(listener, router, stopped));
-            }
+        let socket = tokio::net::TcpListener::from_std(listener)?;
+        if tls.is_some() {
+            tracing::info!(address = ?socket.local_addr().ok(), "serving HTTPS");
         }
+        listeners.push(crate::http::serve::Listener {
+            socket,
+            tls: tls.clone(),
+        });
     }
+    tracing::info!(
+        read_header_timeout = ?http_limits.read_header_timeout,
+        idle_timeout = ?http_limits.idle_timeout,
+        max_connections = http_limits.max_connections,
+        max_requests = http_limits.max_requests,
+        "HTTP limits"
+    );
+    let (stop_http, stopped) = tokio::sync::watch::channel(false);
+    let connections = Arc::new(Connections::new(http_limits, telemetry));
+    let servers = tokio::spawn(crate::http::serve::serve(
+        listeners,
+        router,
+        connections,
+        stopped,
+        SHUTDOWN_GRACE,
+    ));
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_http.send(true);
-    while servers.join_next().await.is_some() {}
+    let _ = servers.await;
     sweeper.abort();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     // Each receive thread wakes within its read timeout and sees the flag.
@@ -532,37 +599,6 @@ pub async fn run(
     })
     .await;
     Ok(())
-}
-
-/// Plain HTTP on `listener` until `stopped` turns true; then no new
-/// connection, idle ones closed, requests in flight finished within
-/// [`SHUTDOWN_GRACE`].
-async fn serve_http(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut signal = stopped.clone();
-    let serve = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stopped_signal(&mut signal).await })
-        .into_future();
-    let mut serve = std::pin::pin!(serve);
-    tokio::select! {
-        r = serve.as_mut() => {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-            return;
-        }
-        () = stopped_signal(&mut stopped) => {}
-    }
-    match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
-        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server stopped"),
-        Ok(Ok(())) => {}
-        Err(_) => {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "HTTP requests still in flight at shutdown were cut off")
-        }
-    }
 }
 
 #[cfg(test)]
@@ -613,6 +649,14 @@ mod tests {
         drop(ready);
         assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_room_for_other_files() {
+        assert_eq!(connection_cap(1024, 1024), 960);
+        assert_eq!(connection_cap(1024, 1_048_576), 1024);
+        assert_eq!(connection_cap(100, 1024), 100);
+        assert_eq!(connection_cap(1024, 10), 1);
     }
 
     #[test]

@@ -88,6 +88,32 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// Why the exporter closed an HTTP connection (`crate::http::serve`).
+    pub enum ConnectionClose {
+        /// Silent longer than `--web.idle-timeout` since its last response
+        /// (or since it was accepted).
+        IdleTimeout => "idle_timeout",
+        /// A request head (or a TLS handshake) not finished within
+        /// `--web.read-header-timeout`.
+        HeaderTimeout => "header_timeout",
+        /// The longest idle connection, closed for a new one at
+        /// `--web.max-connections`.
+        Evicted => "evicted",
+        /// A new connection at `--web.max-connections` while every open
+        /// one had a request in flight.
+        OverLimit => "over_limit",
+    }
+}
+
+label_enum! {
+    /// Why an HTTP request was answered without being served.
+    pub enum RequestRefusal {
+        /// `--web.max-requests` scrapes were already being answered (503).
+        MaxRequests => "max_requests",
+    }
+}
+
 /// Counters of one UDP listener.
 #[derive(Debug)]
 pub struct Listener {
@@ -126,6 +152,9 @@ pub struct Telemetry {
     value_lists_rejected: [AtomicU64; ValueListReject::ALL.len()],
     notifications: [AtomicU64; SeverityKind::ALL.len()],
     push_requests: [AtomicU64; PushOutcome::ALL.len()],
+    http_connections: AtomicU64,
+    http_connections_closed: [AtomicU64; ConnectionClose::ALL.len()],
+    http_requests_refused: [AtomicU64; RequestRefusal::ALL.len()],
     /// When each datagram rejection reason was last logged at warn level.
     warned_at: [AtomicU64; DatagramReject::ALL.len()],
 }
@@ -146,6 +175,10 @@ pub struct TelemetrySnapshot {
     pub notifications: Vec<(&'static str, u64)>,
     /// write_http requests by status code.
     pub push_requests: Vec<(&'static str, u64)>,
+    /// HTTP connections open.
+    pub http_connections: u64,
+    pub http_connections_closed: Vec<(&'static str, u64)>,
+    pub http_requests_refused: Vec<(&'static str, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -216,6 +249,19 @@ impl Telemetry {
         self.push_requests[outcome.index()].fetch_add(1, Relaxed);
     }
 
+    /// The number of HTTP connections open now.
+    pub fn http_connections(&self, open: usize) {
+        self.http_connections.store(open as u64, Relaxed);
+    }
+
+    pub fn http_connection_closed(&self, reason: ConnectionClose) {
+        self.http_connections_closed[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn http_request_refused(&self, reason: RequestRefusal) {
+        self.http_requests_refused[reason.index()].fetch_add(1, Relaxed);
+    }
+
     pub fn snapshot(&self) -> TelemetrySnapshot {
         let listeners = self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
         let drops = kernel_drops();
@@ -253,6 +299,15 @@ impl Telemetry {
             push_requests: zip(
                 PushOutcome::ALL.map(PushOutcome::as_str),
                 &self.push_requests,
+            ),
+            http_connections: self.http_connections.load(Relaxed),
+            http_connections_closed: zip(
+                ConnectionClose::ALL.map(ConnectionClose::as_str),
+                &self.http_connections_closed,
+            ),
+            http_requests_refused: zip(
+                RequestRefusal::ALL.map(RequestRefusal::as_str),
+                &self.http_requests_refused,
             ),
         }
     }
@@ -304,7 +359,7 @@ mod tests {
     use std::collections::HashSet;
 
     /// The label values of every reason enum, by the family that counts them.
-    fn labels() -> [(&'static str, Vec<&'static str>); 5] {
+    fn labels() -> [(&'static str, Vec<&'static str>); 7] {
         [
             (
                 "datagrams_rejected",
@@ -325,6 +380,14 @@ mod tests {
             (
                 "push_requests",
                 PushOutcome::ALL.map(PushOutcome::as_str).to_vec(),
+            ),
+            (
+                "http_connections_closed",
+                ConnectionClose::ALL.map(ConnectionClose::as_str).to_vec(),
+            ),
+            (
+                "http_requests_refused",
+                RequestRefusal::ALL.map(RequestRefusal::as_str).to_vec(),
             ),
         ]
     }
@@ -347,6 +410,8 @@ mod tests {
             &s.value_lists_rejected,
             &s.notifications,
             &s.push_requests,
+            &s.http_connections_closed,
+            &s.http_requests_refused,
         ];
         for ((family, labels), counts) in labels().into_iter().zip(counted) {
             let zeros: Vec<_> = labels.into_iter().map(|l| (l, 0)).collect();
@@ -358,7 +423,15 @@ mod tests {
     /// already query.
     #[test]
     fn label_values_keep_their_names_and_order() {
-        let [datagrams, decode, value_lists, severities, push] = labels().map(|(_, l)| l);
+        let [
+            datagrams,
+            decode,
+            value_lists,
+            severities,
+            push,
+            closed,
+            refused,
+        ] = labels().map(|(_, l)| l);
         assert_eq!(
             datagrams,
             [
@@ -404,6 +477,11 @@ mod tests {
         );
         assert_eq!(severities, ["failure", "warning", "okay", "other"]);
         assert_eq!(push, ["200", "400", "403", "413"]);
+        assert_eq!(
+            closed,
+            ["idle_timeout", "header_timeout", "evicted", "over_limit"]
+        );
+        assert_eq!(refused, ["max_requests"]);
     }
 
     /// Counting one of each reason moves its own label and no other.
@@ -431,6 +509,16 @@ mod tests {
             let t = Telemetry::default();
             t.push_request(o);
             only(&t.snapshot().push_requests, o.as_str());
+        }
+        for r in ConnectionClose::ALL {
+            let t = Telemetry::default();
+            t.http_connection_closed(r);
+            only(&t.snapshot().http_connections_closed, r.as_str());
+        }
+        for r in RequestRefusal::ALL {
+            let t = Telemetry::default();
+            t.http_request_refused(r);
+            only(&t.snapshot().http_requests_refused, r.as_str());
         }
         for (severity, label) in [
             (Severity::Failure, "failure"),

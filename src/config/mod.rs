@@ -105,6 +105,8 @@ pub struct Config {
     pub host_label: String,
     pub max_series: usize,
     pub web_listen: Vec<ListenAddress>,
+    /// Timeouts and caps of the HTTP listeners.
+    pub http: HttpLimits,
     pub telemetry_path: String,
     /// Empty when disabled.
     pub push_path: String,
@@ -118,4 +120,35 @@ pub struct Config {
     pub ready_file: Option<PathBuf>,
     /// Where a graceful shutdown leaves the counters for the next start.
     pub storage_path: Option<PathBuf>,
+}
+
+/// What one HTTP client may hold of the exporter: the timeouts after which
+/// a connection that is not answering a request is closed, and the caps on
+/// open connections and concurrent scrapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `--web.read-header-timeout`: from the first byte of a request head
+    /// (or from accepting a TLS connection) to the end of the head.
+    pub read_header_timeout: std::time::Duration,
+    /// `--web.idle-timeout`: silence after a response (or after accepting)
+    /// before the connection is closed.
+    pub idle_timeout: std::time::Duration,
+    /// `--web.max-connections`: open connections, every listener together;
+    /// never more than the open-file limit leaves room for
+    /// (`crate::server` lowers it).
+    pub max_connections: usize,
+    /// `--web.max-requests`: scrapes (the telemetry path and
+    /// `/api/v1/pools`) answered at once; 0 for no limit.
+    pub max_requests: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            read_header_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(120),
+            max_connections: 1024,
+            max_requests: 40,
+        }
+    }
 }

@@ -338,6 +338,26 @@ pub const OWN: &[(Family, Samples)] = &[
         |s, w| by_label(w, "code", &s.telemetry.push_requests),
     ),
     (
+        own!(gauge, "http_connections", "HTTP connections open."),
+        |s, w| w.sample(&[], Number::U64(s.telemetry.http_connections)),
+    ),
+    (
+        own!(
+            counter,
+            "http_connections_closed",
+            "HTTP connections the exporter closed, by reason: idle_timeout (--web.idle-timeout), header_timeout (--web.read-header-timeout), evicted (the longest idle, for a new one at --web.max-connections), over_limit (a new one at the cap while every other had a request in flight)."
+        ),
+        |s, w| by_label(w, "reason", &s.telemetry.http_connections_closed),
+    ),
+    (
+        own!(
+            counter,
+            "http_requests_refused",
+            "HTTP requests answered 503 without being served, by reason: max_requests (--web.max-requests scrapes already in flight)."
+        ),
+        |s, w| by_label(w, "reason", &s.telemetry.http_requests_refused),
+    ),
+    (
         own!(gauge, "processes", "Live SQLAlchemy client processes."),
         |s, w| w.sample(&[], Number::U64(s.sqla.live_processes())),
     ),
@@ -631,7 +651,9 @@ mod tests {
     use crate::exposition::text::TextWriter;
     use crate::route::Pool;
     use crate::store::sqlalchemy::ProgramSnapshot;
-    use crate::telemetry::{DatagramReject, PushOutcome, Telemetry, ValueListReject};
+    use crate::telemetry::{
+        ConnectionClose, DatagramReject, PushOutcome, RequestRefusal, Telemetry, ValueListReject,
+    };
 
     /// Records the names of the families written, in order.
     #[derive(Default)]
@@ -772,7 +794,7 @@ mod tests {
         };
         let mut text = String::new();
         write(&scrape, &mut TextWriter::new(&mut text)).expect("writes");
-        let families: [(&str, &str, Vec<&str>); 5] = [
+        let families: [(&str, &str, Vec<&str>); 7] = [
             (
                 "datagrams_rejected",
                 "reason",
@@ -797,6 +819,16 @@ mod tests {
                 "http_push_requests",
                 "code",
                 PushOutcome::ALL.map(PushOutcome::as_str).to_vec(),
+            ),
+            (
+                "http_connections_closed",
+                "reason",
+                ConnectionClose::ALL.map(ConnectionClose::as_str).to_vec(),
+            ),
+            (
+                "http_requests_refused",
+                "reason",
+                RequestRefusal::ALL.map(RequestRefusal::as_str).to_vec(),
             ),
         ];
         for (family, label, values) in families {

@@ -4,7 +4,9 @@
 //! `/api/v1/pools` is the same snapshot as JSON; `/` is a landing page,
 //! `/-/healthy` and `/-/ready` health checks, `POST /-/reload` re-reads every
 //! file; `POST /collectd-post` takes collectd's write_http JSON. TLS, basic
-//! auth and headers come from the web config file.
+//! auth and headers come from the web config file; the accept loop, its
+//! timeouts and its connection cap are in [`serve`], the cap on concurrent
+//! scrapes in [`scrapes`].
 //!
 //! Takes the scrape's sources, the ingest sink and the reloader, each handed
 //! only to the handler that uses it; hands on HTTP responses.
@@ -15,6 +17,8 @@ pub mod landing;
 pub mod metrics;
 pub mod push;
 pub mod reload;
+pub mod scrapes;
+pub mod serve;
 pub mod tls;
 pub mod web;
 
@@ -56,13 +60,16 @@ impl FromRef<AppState> for Arc<Reloader> {
     }
 }
 
-/// Every route; `web` adds the web config file's auth and headers to each.
+/// Every route; `web` adds the web config file's auth and headers to each,
+/// `scrapes` limits the scrape routes.
 pub fn router(
     state: AppState,
     telemetry_path: &str,
     push_path: &str,
     web: Option<Arc<web::Web>>,
+    scrapes: Arc<scrapes::Scrapes>,
 ) -> Router {
+    let limited = || axum::middleware::from_fn_with_state(scrapes.clone(), scrapes::limit);
     // The metrics and push paths take precedence over the API's.
     let serves_api = telemetry_path != crate::api::PATH && push_path != crate::api::PATH;
     let landing = landing::page(telemetry_path, serves_api);
@@ -71,10 +78,10 @@ pub fn router(
         router = router.route(push_path, post(push::collectd_post));
     }
     if serves_api {
-        router = router.route(crate::api::PATH, get(api::pools));
+        router = router.route(crate::api::PATH, get(api::pools).layer(limited()));
     }
     let router = router
-        .route(telemetry_path, get(metrics::metrics))
+        .route(telemetry_path, get(metrics::metrics).layer(limited()))
         .route("/", get(move || async move { Html(landing) }))
         .route("/-/healthy", get(|| async { "OK\n" }))
         .route("/-/ready", get(|| async { "OK\n" }))

@@ -1,11 +1,11 @@
 //! HTTPS: the rustls configuration in use, rebuilt when the certificate
-//! files change, and the accept loop that serves the router over it.
+//! files change.
 //!
-//! Takes the TLS settings of the web config file (`crate::config::web`) and
-//! a router; hands on served connections. A handshake that fails or stalls
-//! closes that connection only.
+//! Takes the TLS settings of the web config file (`crate::config::web`);
+//! hands on the rustls configuration for each new connection, which
+//! `super::serve` handshakes with (a handshake that fails or stalls closes
+//! that connection only).
 
-use super::web::Web;
 use crate::config::web::{Stamp, TlsSettings, WebConfigError};
 use crate::store::lock;
 use rustls::server::ServerConfig;
@@ -13,8 +13,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A TLS client that has not finished its handshake by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The certificate files are compared with what is in use at most this often
 /// (on a new connection), so a rotated certificate is served within about a
 /// second without a restart.
@@ -86,97 +84,9 @@ impl Certificates {
     }
 }
 
-/// Serves `router` over TLS on `listener` until `stop` turns true. Each
-/// connection is its own task: a handshake that fails is logged at debug
-/// level and closes that connection only, and one that does not finish
-/// within [`HANDSHAKE_TIMEOUT`] is dropped, so a slow client holds up nobody.
-/// Once stopped, no connection is accepted; idle ones are closed and
-/// requests in flight finish, for at most `grace`.
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    web: Arc<Web>,
-    stop: tokio::sync::watch::Receiver<bool>,
-    grace: Duration,
-) {
-    let mut connections = tokio::task::JoinSet::new();
-    let mut stopped = stop.clone();
-    loop {
-        tokio::select! {
-            () = stopped_signal(&mut stopped) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let (router, web) = (router.clone(), web.clone());
-                    connections.spawn(serve_connection(stream, peer, router, web, stop.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: let connections finish.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let drained = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, drained).await.is_err() {
-        tracing::warn!(grace = ?grace, "HTTPS connections still open at shutdown were closed");
-    }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub(crate) async fn stopped_signal(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    router: axum::Router,
-    web: Arc<Web>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let Some(config) = web.server_config() else {
-        return;
-    };
-    let http2 = config.alpn_protocols.iter().any(|p| p == b"h2");
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let service = hyper_util::service::TowerToHyperService::new(router);
-    let mut builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    if !http2 {
-        builder = builder.http1_only();
-    }
-    let connection =
-        builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
-    let mut connection = std::pin::pin!(connection);
-    let result = tokio::select! {
-        r = connection.as_mut() => r,
-        () = stopped_signal(&mut stop) => {
-            // Finish the request in flight, if any, then close.
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::web::Web;
     use super::*;
 
     #[test]
