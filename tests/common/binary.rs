@@ -81,15 +81,21 @@ impl Binary {
     /// [`Binary::start`] with a command that runs the binary: the binary
     /// itself, or a wrapper such as `taskset -c 0 BIN`. The listen
     /// addresses, the ready file and `args` are added after it.
-    pub fn launch(mut command: Command, args: &[&str]) -> Binary {
+    pub fn launch(command: Command, args: &[&str]) -> Binary {
+        Binary::launch_on(command, "127.0.0.1:0", "127.0.0.1:0", args)
+    }
+
+    /// [`Binary::launch`] on given listen addresses (a restart on the same
+    /// ports, for a scraper that knows only those).
+    pub fn launch_on(mut command: Command, collectd: &str, web: &str, args: &[&str]) -> Binary {
         let dir = TempDir::new("exporter", "ready");
         let ready_file = dir.path().join("ready.json");
         command
             .args([
                 "--collectd.listen-address",
-                "127.0.0.1:0",
+                collectd,
                 "--web.listen-address",
-                "127.0.0.1:0",
+                web,
             ])
             .arg("--web.ready-file")
             .arg(&ready_file)
