@@ -10,6 +10,7 @@ mod common;
 
 mod clocks;
 mod connections;
+mod floods;
 mod restarts;
 
 use sqlalchemy_collectd_exporter::collectd::{Encoder, Identity, Value};
