@@ -33,6 +33,7 @@ use std::time::Instant;
 
 struct Args {
     target: SocketAddr,
+    first_host: usize,
     hosts: usize,
     programs: usize,
     processes: usize,
@@ -45,7 +46,8 @@ struct Args {
     series: usize,
 }
 
-const USAGE: &str = "loadgen [--target 127.0.0.1:25827] [--hosts 10] [--programs 10] [--processes 10] \
+const USAGE: &str = "loadgen [--target 127.0.0.1:25827] [--hosts 10] [--first-host 0 (hosts are host<N>...)] \
+[--programs 10] [--processes 10] \
 [--rate 0 (datagrams/s; 0 = as fast as possible)] [--seconds 10 (at most 600)] [--max 10000000] \
 [--churn 0 (processes replaced per second)] [--cadence (every process sends every 2 s)] \
 [--soak (= --cadence --churn 10000 --processes 300 --seconds 120)] \
@@ -54,6 +56,7 @@ const USAGE: &str = "loadgen [--target 127.0.0.1:25827] [--hosts 10] [--programs
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         target: "127.0.0.1:25827".parse().map_err(|e| format!("{e}"))?,
+        first_host: 0,
         hosts: 10,
         programs: 10,
         processes: 10,
@@ -101,6 +104,7 @@ fn parse() -> Result<Args, String> {
         match flag.as_str() {
             "--target" => a.target = value.parse().map_err(|_| format!("--target: {value:?}"))?,
             "--hosts" => a.hosts = n()? as usize,
+            "--first-host" => a.first_host = n()? as usize,
             "--programs" => a.programs = n()? as usize,
             "--processes" => a.processes = n()? as usize,
             "--rate" => a.rate = n()?,
@@ -154,7 +158,7 @@ fn main() {
         );
         return;
     }
-    let mut fleet = Fleet::new(a.hosts, a.programs, a.processes);
+    let mut fleet = Fleet::from_host(a.first_host, a.hosts, a.programs, a.processes);
     if a.cadence {
         let r = load::churn(
             a.target,

@@ -27,6 +27,8 @@ const TOKEN_SPACE: u64 = 0xff_ffff;
 /// [`Fleet::replace`] gives a slot a new token: the old process simply
 /// stops sending, as a real one that exits does.
 pub struct Fleet {
+    /// Host names are `host<first_host + h>`.
+    first_host: usize,
     hosts: usize,
     programs: usize,
     per_pair: usize,
@@ -39,8 +41,15 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(hosts: usize, programs: usize, per_pair: usize) -> Fleet {
+        Fleet::from_host(0, hosts, programs, per_pair)
+    }
+
+    /// [`Fleet::new`] with hosts numbered from `first_host`: fleets that
+    /// share no process.
+    pub fn from_host(first_host: usize, hosts: usize, programs: usize, per_pair: usize) -> Fleet {
         let slots = hosts * programs * per_pair;
         let mut f = Fleet {
+            first_host,
             hosts,
             programs,
             per_pair,
@@ -105,7 +114,7 @@ impl Fleet {
         let (h, p) = (pair / self.programs, pair % self.programs);
         let token = self.token(slot);
         let id = |type_: &str| Identity {
-            host: format!("host{h}").as_str().into(),
+            host: format!("host{}", self.first_host + h).as_str().into(),
             plugin: "sqlalchemy".into(),
             plugin_instance: format!("program{p}").as_str().into(),
             type_: type_.into(),
