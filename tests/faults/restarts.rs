@@ -101,19 +101,10 @@ fn restart_case(kind: Restart) -> Measured {
     let start = || Binary::launch_on(Command::new(BIN), &udp_s, &http_s, &args);
     let mut exporter = start();
 
-    let config = tmp.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: sqlalchemy\n    static_configs:\n      - targets: [\"{http}\"]\n"
-        ),
-    )
-    .expect("write the Prometheus config");
-    let prometheus = Daemon::prometheus(tmp.path(), &config);
-
-    // The fleet: reports every INTERVAL, TIME the client's clock (one
-    // second per report). Idle, then +10 per report, then idle again.
+    // The fleet, from the exporter's start (so that without storage its
+    // first reports fall in the start-up window): reports every INTERVAL,
+    // TIME the client's clock (one second per report). Idle, then +10 per
+    // report, then idle again.
     let sent = Arc::new(Mutex::new(Sent::default()));
     let phase = Arc::new(Mutex::new(0u8)); // 0 idle, 1 active, 2 idle
     let stop = Arc::new(AtomicBool::new(false));
@@ -147,6 +138,17 @@ fn restart_case(kind: Restart) -> Measured {
             }
         })
     };
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: sqlalchemy\n    static_configs:\n      - targets: [\"{http}\"]\n"
+        ),
+    )
+    .expect("write the Prometheus config");
+    let prometheus = Daemon::prometheus(tmp.path(), &config);
+
     let query = |q: &str| -> Json {
         let j = prometheus.api("query", &[("query", q)]);
         assert_eq!(j["status"], "success", "{q}: {j}");
