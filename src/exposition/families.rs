@@ -483,6 +483,14 @@ pub const OWN: &[(Family, Samples)] = &[
     ),
     (
         own!(
+            counter,
+            "generic_value_lists_evicted",
+            "Generic collectd value lists seen once, dropped at --limits.max-series to admit a new one (from the source holding most of them)."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.generic.evicted)),
+    ),
+    (
+        own!(
             gauge,
             "generic_conflicts",
             "Generic samples left out of this scrape to keep it valid, by kind: duplicate_series (the last received is kept), type_mismatch (the family keeps its first type)."

@@ -56,6 +56,7 @@ pub struct GenericSnapshot {
     /// Value lists held (live ones; dead ones are dropped at once).
     pub value_lists: usize,
     pub expired: u64,
+    pub evicted: u64,
 }
 
 /// Names, labels and values of every live value list.
@@ -197,6 +198,7 @@ pub fn resolve(live: &Live, types: &TypesDb, host_label: &str) -> GenericSnapsho
         conflicts,
         value_lists: live.value_lists(),
         expired: live.expired(),
+        evicted: live.evicted(),
     }
 }
 

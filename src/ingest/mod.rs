@@ -64,7 +64,7 @@ pub struct Sink {
 #[derive(Default)]
 pub struct Batch<'a> {
     sqla: Vec<(SqlaRecord, Source)>,
-    generic: Vec<ValueList>,
+    generic: Vec<(ValueList, Source)>,
     /// Reports of the real client's shape, decoded in place (see
     /// [`client_report`]).
     fast: Vec<(ClientReport<'a>, Sample, Source)>,
@@ -266,7 +266,7 @@ impl Sink {
         for vl in value_lists {
             match route(vl) {
                 Ok(Record::Sqla(r)) => batch.sqla.push((r, source)),
-                Ok(Record::Generic(vl)) => batch.generic.push(vl),
+                Ok(Record::Generic(vl)) => batch.generic.push((vl, source)),
                 Err(e) => {
                     t.value_list_rejected(ValueListReject::from(&e));
                     tracing::debug!(%from, error = %e, "value list rejected");
@@ -315,8 +315,8 @@ impl Sink {
         }
         if !batch.generic.is_empty() {
             let mut store = lock(&self.stores.generic);
-            for vl in &batch.generic {
-                if let Err(e) = store.apply(vl, now) {
+            for (vl, source) in &batch.generic {
+                if let Err(e) = store.apply_from(vl, *source, now) {
                     rejected.push(e);
                 }
             }

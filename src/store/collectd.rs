@@ -1,17 +1,25 @@
 //! The generic store: every value list that is not SQLAlchemy's, kept by
 //! identity as the sender sent it (cheap at ingest), with collectd's own
 //! order rule (a value not newer than the last is refused) and expiry after
-//! the sender's intervals.
+//! the sender's intervals. At `max_series`, dead value lists make room
+//! first; then one seen only once, the newest of the source holding the most
+//! of those, so that one sender flooding new series cannot keep another's
+//! out.
 //!
 //! Takes value lists and their receive time; hands on a [`Live`] copy of
 //! what is live at a moment, which `crate::exposition::generic` names and
 //! labels the way collectd_exporter does, after the lock is released.
 
 use crate::collectd::{CdTime, Value, ValueList};
-use crate::store::sqlalchemy::ApplyError;
+use crate::store::sqlalchemy::{ApplyError, Source};
 use crate::store::{Freshness, Now};
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// At the limit, scans for dead or evictable value lists run at most this
+/// often (or once an eighth of the store was evicted since the last), so a
+/// flood cannot turn every datagram into a full scan.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Entry {
@@ -21,6 +29,9 @@ struct Entry {
     received_unix: f64,
     /// Creation order, so "first seen" is well defined.
     seq: u64,
+    source: Source,
+    /// A second value was accepted: never evicted to admit a new series.
+    confirmed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +44,12 @@ pub struct GenericStore {
     next_seq: u64,
     scratch: String,
     expired: u64,
+    evicted: u64,
+    last_dead_scan: Option<Instant>,
+    /// Evictable keys of the source holding the most, newest last.
+    victims: Vec<Box<str>>,
+    last_victim_scan: Option<Instant>,
+    evicted_since_scan: usize,
 }
 
 impl GenericStore {
@@ -45,6 +62,16 @@ impl GenericStore {
     }
 
     pub fn apply(&mut self, vl: &ValueList, now: Now) -> Result<(), ApplyError> {
+        self.apply_from(vl, Source::default(), now)
+    }
+
+    /// [`GenericStore::apply`] for a value list sent by `source`.
+    pub fn apply_from(
+        &mut self,
+        vl: &ValueList,
+        source: Source,
+        now: Now,
+    ) -> Result<(), ApplyError> {
         let id = &vl.id;
         self.scratch.clear();
         for (i, s) in [
@@ -73,11 +100,18 @@ impl GenericStore {
             e.time = vl.time;
             e.live_until = live_until;
             e.received_unix = now.unix;
+            e.confirmed = true;
             return Ok(());
         }
         if self.entries.len() >= self.max_series {
-            self.drop_dead(now.at);
-            if self.entries.len() >= self.max_series {
+            if self
+                .last_dead_scan
+                .is_none_or(|t| now.at.duration_since(t) >= SCAN_EVERY)
+            {
+                self.last_dead_scan = Some(now.at);
+                self.drop_dead(now.at);
+            }
+            if self.entries.len() >= self.max_series && !self.make_room(now.at) {
                 return Err(ApplyError::OverLimit("series"));
             }
         }
@@ -90,9 +124,49 @@ impl GenericStore {
                 live_until,
                 received_unix: now.unix,
                 seq: self.next_seq,
+                source,
+                confirmed: false,
             },
         );
         Ok(())
+    }
+
+    /// Drops the newest value list seen only once of the source holding the
+    /// most of them; false if there is none.
+    fn make_room(&mut self, now: Instant) -> bool {
+        loop {
+            while let Some(key) = self.victims.pop() {
+                if self.entries.get(&key).is_some_and(|e| !e.confirmed) {
+                    self.entries.remove(&key);
+                    self.evicted += 1;
+                    self.evicted_since_scan += 1;
+                    return true;
+                }
+            }
+            if self.last_victim_scan.is_some_and(|t| {
+                now.duration_since(t) < SCAN_EVERY
+                    && self.evicted_since_scan < self.entries.len() / 8
+            }) {
+                return false;
+            }
+            self.last_victim_scan = Some(now);
+            self.evicted_since_scan = 0;
+            let mut held: HashMap<Source, u64> = HashMap::new();
+            for e in self.entries.values().filter(|e| !e.confirmed) {
+                *held.entry(e.source).or_default() += 1;
+            }
+            let Some(largest) = held.iter().max_by_key(|(s, n)| (**n, **s)).map(|(s, _)| *s) else {
+                return false;
+            };
+            let mut once: Vec<(u64, Box<str>)> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.confirmed && e.source == largest)
+                .map(|(k, e)| (e.seq, k.clone()))
+                .collect();
+            once.sort_unstable_by_key(|(seq, _)| *seq);
+            self.victims = once.into_iter().map(|(_, k)| k).collect();
+        }
     }
 
     /// Dead value lists are not kept: they carry no counter state of ours.
@@ -131,6 +205,7 @@ impl GenericStore {
             entries,
             value_lists: self.entries.len(),
             expired: self.expired,
+            evicted: self.evicted,
         }
     }
 }
@@ -150,6 +225,7 @@ pub struct Live {
     entries: Vec<LiveEntry>,
     value_lists: usize,
     expired: u64,
+    evicted: u64,
 }
 
 impl LiveEntry {
@@ -190,6 +266,11 @@ impl Live {
     /// Value lists dropped after missing their intervals, since start.
     pub fn expired(&self) -> u64 {
         self.expired
+    }
+
+    /// Value lists seen once, dropped at the limit to admit new ones.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 }
 
@@ -258,7 +339,36 @@ mod tests {
         s.apply(&a, now).unwrap();
         a.time = CdTime::from_secs(99);
         assert_eq!(s.apply(&a, now), Err(ApplyError::OutOfOrder));
+        a.time = CdTime::from_secs(101);
+        s.apply(&a, now).unwrap();
+        // `a` was seen twice: it stays.
         let b = vl("vm", "memory", "", "memory", "free", &[Value::Gauge(1.0)]);
         assert_eq!(s.apply(&b, now), Err(ApplyError::OverLimit("series")));
+    }
+
+    #[test]
+    fn a_flood_of_new_series_from_one_source_makes_room_out_of_its_own() {
+        let mut s = GenericStore::new(Freshness::default(), 10);
+        let now = Now::wall();
+        let series = |ti: &str| vl("vm", "cpu", "0", "cpu", ti, &[Value::Derive(1)]);
+        let mut ours = series("idle");
+        s.apply_from(&ours, Source(1), now).unwrap();
+        ours.time = CdTime::from_secs(101);
+        s.apply_from(&ours, Source(1), now).unwrap();
+        for n in 0..100 {
+            s.apply_from(&series(&format!("flood{n}")), Source(2), now)
+                .unwrap();
+        }
+        s.apply_from(&series("user"), Source(1), now).unwrap();
+        for n in 100..200 {
+            s.apply_from(&series(&format!("flood{n}")), Source(2), now)
+                .unwrap();
+        }
+        let live = s.live(now.at);
+        assert_eq!(live.value_lists(), 10);
+        // 9 of the first flood fit; every later new series evicted one.
+        assert_eq!(live.evicted(), (100 - 9) + 1 + 100);
+        let keys: Vec<&str> = live.entries().iter().map(|e| e.identity().4).collect();
+        assert!(keys.contains(&"idle") && keys.contains(&"user"), "{keys:?}");
     }
 }
