@@ -412,6 +412,14 @@ pub const OWN: &[(Family, Samples)] = &[
     (
         own!(
             counter,
+            "programs_evicted",
+            "Host/program pairs whose processes had each reported once, dropped at --limits.max-programs to admit new ones (the newest of the source that made most of them)."
+        ),
+        |s, w| w.sample(&[], Number::U64(s.sqla.stats.programs_evicted)),
+    ),
+    (
+        own!(
+            counter,
             "programs_forgotten",
             "Host/program pairs removed after --forget-after with no live process."
         ),

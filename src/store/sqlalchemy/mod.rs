@@ -111,6 +111,9 @@ pub struct StoreStats {
     /// Processes whose first report was taken as their baseline (first seen
     /// within the first liveness window after a start without saved state).
     pub processes_baselined: u64,
+    /// Host/program pairs none of whose processes had reported twice,
+    /// dropped at the program limit to admit new ones.
+    pub programs_evicted: u64,
 }
 
 /// A point on the store's clock: nanoseconds since the store was made.
@@ -320,6 +323,10 @@ struct Program {
     clock_offset: Option<f64>,
     /// Reports accepted although their timestamp went back (clock steps).
     clock_steps: u64,
+    /// Who sent the report that made it, and in what order programs were
+    /// made: what the program limit judges by.
+    source: Source,
+    created: u64,
 }
 
 /// How a report's timestamp and counts place it after the last accepted one.
@@ -605,6 +612,9 @@ pub struct SqlaStore {
     /// make room (last first), from the last scan.
     victims: Vec<ProcessId>,
     last_victim_scan: Option<Instant>,
+    last_program_scan: Option<Instant>,
+    /// Programs made so far: each one's `created`.
+    programs_made: u64,
     /// Processes evicted since that scan.
     evicted_since_scan: usize,
 }
@@ -636,6 +646,8 @@ impl SqlaStore {
             baseline: false,
             victims: Vec::new(),
             last_victim_scan: None,
+            last_program_scan: None,
+            programs_made: 0,
             evicted_since_scan: 0,
         }
     }
@@ -696,7 +708,10 @@ impl SqlaStore {
             return result;
         }
 
-        if program.is_none() && self.program_count >= self.limits.max_programs {
+        if program.is_none()
+            && self.program_count >= self.limits.max_programs
+            && !self.make_program_room(now.at)
+        {
             return Err(ApplyError::OverLimit("program"));
         }
         if self.processes.len() >= self.limits.max_processes {
@@ -707,7 +722,7 @@ impl SqlaStore {
         }
         let program = match program {
             Some(id) => id,
-            None => self.add_program(report.host, report.program, now.at),
+            None => self.add_program(report.host, report.program, report.source, now.at),
         };
         let token = self.tokens.hold(report.token);
         let baseline = self.baseline
@@ -789,7 +804,92 @@ impl SqlaStore {
         self.victims.extend(once.into_iter().map(|(_, id)| id));
     }
 
-    fn add_program(&mut self, host: &str, name: &str, at: Instant) -> ProgramId {
+    /// At the program limit: drops, at once, the newest programs with
+    /// processes none of which has reported twice, of the source that made
+    /// the most of them (up to an eighth of the limit, so that one scan of the
+    /// processes makes room for many new programs). A scan at most once a
+    /// second. False if nothing could be dropped.
+    fn make_program_room(&mut self, now: Instant) -> bool {
+        if self
+            .last_program_scan
+            .is_some_and(|t| now.duration_since(t) < EVICTION_SCAN_EVERY)
+        {
+            return false;
+        }
+        self.last_program_scan = Some(now);
+        // Per program: whether it is kept, because a process of it reported
+        // twice or because it has none left (a dead program, exported until
+        // forgotten); a program of only once-seen processes is not.
+        let mut confirmed = vec![true; self.programs.len()];
+        let mut has_process = vec![false; self.programs.len()];
+        for id in self.processes.keys() {
+            if let Some(h) = has_process.get_mut(id.program as usize) {
+                *h = true;
+            }
+        }
+        for (c, h) in confirmed.iter_mut().zip(&has_process) {
+            *c = !*h;
+        }
+        for (id, p) in &self.processes {
+            if p.has(CONFIRMED)
+                && let Some(c) = confirmed.get_mut(id.program as usize)
+            {
+                *c = true;
+            }
+        }
+        let mut held: Map<Source, u64> = Map::default();
+        for (slot, c) in self.programs.iter().zip(&confirmed) {
+            if let (Some(p), false) = (slot, *c) {
+                *held.entry(p.source).or_default() += 1;
+            }
+        }
+        let Some(largest) = held.iter().max_by_key(|(s, n)| (**n, **s)).map(|(s, _)| *s) else {
+            return false;
+        };
+        let mut once: Vec<(u64, ProgramId)> = self
+            .programs
+            .iter()
+            .zip(&confirmed)
+            .enumerate()
+            .filter_map(|(id, (slot, c))| match slot {
+                Some(p) if !*c && p.source == largest => Some((p.created, id as ProgramId)),
+                _ => None,
+            })
+            .collect();
+        once.sort_unstable_by_key(|(created, _)| std::cmp::Reverse(*created));
+        once.truncate((self.limits.max_programs / 8).max(1));
+        let mut evict = vec![false; self.programs.len()];
+        for (_, id) in &once {
+            evict[*id as usize] = true;
+        }
+        let (stats, tokens) = (&mut self.stats, &mut self.tokens);
+        self.processes.retain(|id, _| {
+            let gone = evict.get(id.program as usize).copied().unwrap_or(false);
+            if gone {
+                stats.processes_evicted += 1;
+                tokens.release(id.token);
+            }
+            !gone
+        });
+        for (_, id) in &once {
+            if let Some(slot) = self.programs.get_mut(*id as usize)
+                && let Some(program) = slot.take()
+            {
+                if let Some(programs) = self.index.get_mut(&*program.host) {
+                    programs.remove(&*program.name);
+                    if programs.is_empty() {
+                        self.index.remove(&*program.host);
+                    }
+                }
+                self.free.push(*id);
+                self.program_count -= 1;
+                self.stats.programs_evicted += 1;
+            }
+        }
+        !once.is_empty()
+    }
+
+    fn add_program(&mut self, host: &str, name: &str, source: Source, at: Instant) -> ProgramId {
         let host: Arc<str> = match self.index.get_key_value(host) {
             Some((h, _)) => h.clone(),
             None => host.into(),
@@ -805,7 +905,10 @@ impl SqlaStore {
             live_until: self.tick(at),
             clock_offset: None,
             clock_steps: 0,
+            source,
+            created: self.programs_made,
         };
+        self.programs_made += 1;
         let id = match self.free.pop() {
             Some(id) => {
                 self.programs[id as usize] = Some(program);
@@ -1536,11 +1639,65 @@ mod tests {
         let mut s = SqlaStore::new(Freshness::default(), limits);
         let t0 = Now::wall();
         s.apply(&pool_rec("a", "1:a", 100, 1.0, 1.0), t0).unwrap();
+        s.apply(&pool_rec("a", "1:a", 102, 1.0, 1.0), t0).unwrap();
+        // "a" has a process that reported twice: it stays.
         assert_eq!(
             s.apply(&pool_rec("b", "1:a", 100, 1.0, 1.0), t0),
             Err(ApplyError::OverLimit("program"))
         );
         assert_eq!(s.snapshot(t0.at).programs.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_new_programs_makes_room_out_of_its_own() {
+        let limits = Limits {
+            max_processes: 1000,
+            max_programs: 16,
+        };
+        let mut s = SqlaStore::new(Freshness::default(), limits);
+        let t0 = Now::wall();
+        let rec = |program: &str, t| pool_rec(program, "1:aaaaaa", t, 1.0, 1.0);
+        let apply = |s: &mut SqlaStore, source, program: &str, t, now: Now| {
+            let r = rec(program, t);
+            s.apply_report(
+                &Report {
+                    source: Source(source),
+                    ..r.report()
+                },
+                now,
+            )
+        };
+        // Source 1's program reported twice; source 2 fills the limit with
+        // programs of one report each.
+        apply(&mut s, 1, "ours", 100, t0).unwrap();
+        apply(&mut s, 1, "ours", 102, t0).unwrap();
+        for n in 0..15 {
+            apply(&mut s, 2, &format!("flood{n}"), 100, t0).unwrap();
+        }
+        // A new program of source 1 gets in: the newest eighth of the limit
+        // (2) of source 2's programs go at once.
+        apply(&mut s, 1, "new", 100, t0).unwrap();
+        let snap = s.snapshot(t0.at);
+        assert_eq!(snap.programs.len(), 15);
+        assert_eq!(snap.stats.programs_evicted, 2);
+        assert_eq!(snap.stats.processes_evicted, 2);
+        let names: Vec<&str> = snap.programs.iter().map(|p| &*p.program).collect();
+        assert!(
+            names.contains(&"ours") && names.contains(&"new"),
+            "{names:?}"
+        );
+        assert!(
+            !names.contains(&"flood14") && !names.contains(&"flood13"),
+            "{names:?}"
+        );
+        // Within the second, no other scan: the limit holds.
+        apply(&mut s, 2, "flood15", 100, t0).unwrap();
+        assert_eq!(
+            apply(&mut s, 2, "flood16", 100, t0),
+            Err(ApplyError::OverLimit("program"))
+        );
+        // A second later, room again.
+        apply(&mut s, 2, "flood16", 100, t0.after(S)).unwrap();
     }
 
     /// One report cycle of the real client: pool, then totals, same time.

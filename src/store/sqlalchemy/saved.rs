@@ -38,6 +38,8 @@ pub struct SavedProgram {
     pub interval: f64,
     pub clock_offset: Option<f64>,
     pub clock_steps: u64,
+    /// Who made it (the program limit's fairness).
+    pub source: u32,
     pub processes: Vec<SavedProcess>,
 }
 
@@ -127,6 +129,7 @@ impl SqlaStore {
                     interval: p.interval,
                     clock_offset: p.clock_offset,
                     clock_steps: p.clock_steps,
+                    source: p.source.0,
                     processes: Vec::new(),
                 },
                 None => SavedProgram {
@@ -138,6 +141,7 @@ impl SqlaStore {
                     interval: 0.0,
                     clock_offset: None,
                     clock_steps: 0,
+                    source: 0,
                     processes: Vec::new(),
                 },
             })
@@ -193,7 +197,7 @@ impl SqlaStore {
             if store.program_count >= limits.max_programs {
                 break;
             }
-            let id: ProgramId = store.add_program(&p.host, &p.program, now.at);
+            let id: ProgramId = store.add_program(&p.host, &p.program, Source(p.source), now.at);
             let Some(Some(program)) = store.programs.get_mut(id as usize) else {
                 continue;
             };
@@ -207,6 +211,8 @@ impl SqlaStore {
                 live_until: program.live_until,
                 clock_offset: p.clock_offset,
                 clock_steps: p.clock_steps,
+                source: program.source,
+                created: program.created,
             };
             let mut live_until = Tick::default();
             for sp in p.processes {
