@@ -410,6 +410,7 @@ fn value_lists_are_rejected_by_reason() {
         totals("app", 100, 5),
         totals("app", 100, 5),   // duplicate
         totals("app", 98, 3),    // late, with lower totals: stale
+        totals("app", 101, 5),   // a second report: "app" is kept at the limit
         totals("other", 100, 1), // a second program: over the limit
         client_datagram(
             "app",
@@ -458,10 +459,10 @@ fn value_lists_are_rejected_by_reason() {
         [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
         "{text}"
     );
-    // The SQLAlchemy totals and the generic `load` value list.
+    // The two SQLAlchemy totals and the generic `load` value list.
     assert_eq!(
         s["sqlalchemy_collectd_exporter_value_lists_accepted_total"],
-        2.0
+        3.0
     );
     assert_eq!(s["collectd_load_gauge{instance=\"h1\"}"], 0.1);
     assert_eq!(
