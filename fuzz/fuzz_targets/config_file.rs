@@ -34,6 +34,8 @@ fuzz_target!(|data: &[u8]| {
                     last_report_unix: 0.0,
                     interval_seconds: 0.0,
                     connections_max: None,
+                    clock_offset_seconds: None,
+                    clock_steps: 0,
                 })
                 .collect();
             let databases = capacity.apply(&mut programs);

@@ -20,9 +20,20 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(packet.value_lists.len(), 1);
         let vl = &packet.value_lists[0];
         assert_eq!(
-            [vl.id.host.as_str(), vl.id.plugin.as_str(), vl.id.plugin_instance.as_str(),
-             vl.id.type_.as_str(), vl.id.type_instance.as_str()],
-            [report.host, report.plugin, report.plugin_instance, report.type_, report.type_instance]
+            [
+                vl.id.host.as_str(),
+                vl.id.plugin.as_str(),
+                vl.id.plugin_instance.as_str(),
+                vl.id.type_.as_str(),
+                vl.id.type_instance.as_str()
+            ],
+            [
+                report.host,
+                report.plugin,
+                report.plugin_instance,
+                report.type_,
+                report.type_instance
+            ]
         );
         assert_eq!((vl.time, vl.interval), (report.time, report.interval));
         assert_eq!(vl.values.as_ref(), report.values);

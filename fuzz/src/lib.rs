@@ -127,7 +127,8 @@ impl Default for Pipeline {
     }
 }
 
-const FROM: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 25826);
+const FROM: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 25826);
 
 impl Pipeline {
     /// Without keys: signed data is accepted unverified, encrypted refused.
@@ -208,7 +209,8 @@ impl Pipeline {
         for vl in &value_lists {
             check_value_list(vl);
         }
-        self.sink.value_lists_at(value_lists, "fuzz", self.now);
+        self.sink
+            .value_lists_at(value_lists, "fuzz", Default::default(), self.now);
         self.now = self.now.after(Duration::from_millis(1500));
     }
 
@@ -228,7 +230,10 @@ impl Pipeline {
             "every value list received is accepted or rejected by a reason"
         );
         let counted: u64 = t.listeners.iter().map(|l| l.datagrams).sum();
-        assert_eq!(counted, self.datagrams, "every datagram counted on its listener");
+        assert_eq!(
+            counted, self.datagrams,
+            "every datagram counted on its listener"
+        );
         if t.value_lists_accepted > 0 {
             self.check_scrape(self.now.at);
         }
@@ -236,7 +241,10 @@ impl Pipeline {
         self.sources.stores.sweep(later);
         let scrape = self.sources.scrape(later);
         assert!(scrape.sqla.programs.is_empty(), "programs never forgotten");
-        assert_eq!(scrape.sqla.tracked_processes, 0, "processes never forgotten");
+        assert_eq!(
+            scrape.sqla.tracked_processes, 0,
+            "processes never forgotten"
+        );
         assert!(scrape.generic.families.is_empty() && scrape.generic.value_lists == 0);
     }
 

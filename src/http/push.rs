@@ -6,6 +6,7 @@
 
 use crate::collectd::{SecurityLevel, json};
 use crate::ingest::Sink;
+use crate::store::sqlalchemy::Source;
 use crate::telemetry::PushOutcome;
 use axum::body::Body;
 use axum::extract::State;
@@ -19,9 +20,12 @@ pub const MAX_PUSH_BYTES: usize = 8 << 20;
 
 pub async fn collectd_post(
     State(sink): State<Arc<Sink>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // The sender shares the series limit with the others by its address.
+    let source = peer.map_or(Source::default(), |p| Source::of(p.0.0.ip()));
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -29,7 +33,7 @@ pub async fn collectd_post(
     let (outcome, message) = match announced {
         // Refused before reading: no need to take in a body we will not use.
         Some(n) if n > MAX_PUSH_BYTES as u64 => too_large(),
-        _ => handle(&sink, body).await,
+        _ => handle(&sink, source, body).await,
     };
     sink.telemetry().push_request(outcome);
     (status(outcome), message).into_response()
@@ -52,7 +56,7 @@ fn too_large() -> (PushOutcome, String) {
     )
 }
 
-async fn handle(sink: &Sink, body: Body) -> (PushOutcome, String) {
+async fn handle(sink: &Sink, source: Source, body: Body) -> (PushOutcome, String) {
     let Ok(bytes) = axum::body::to_bytes(body, MAX_PUSH_BYTES).await else {
         return too_large();
     };
@@ -70,7 +74,7 @@ async fn handle(sink: &Sink, body: Body) -> (PushOutcome, String) {
     match json::parse(&bytes) {
         Ok(value_lists) => {
             let n = value_lists.len();
-            sink.value_lists(value_lists, "write_http");
+            sink.value_lists_from(value_lists, "write_http", source);
             (PushOutcome::Received, format!("received {n} value lists\n"))
         }
         Err(e) => {

@@ -436,6 +436,9 @@ async fn http<S>(
         conn: conn.clone(),
         clock,
     });
+    // Handlers that want the peer (the write_http push) find it where
+    // axum's `ConnectInfo` would put it.
+    let router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
     let service = Counted {
         inner: hyper_util::service::TowerToHyperService::new(router),
         conn: conn.clone(),

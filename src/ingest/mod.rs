@@ -230,13 +230,24 @@ impl Sink {
     /// Value lists that arrived another way than a datagram (write_http
     /// JSON): routed and applied at once.
     pub fn value_lists(&self, value_lists: Vec<ValueList>, from: &str) {
-        self.value_lists_at(value_lists, from, Now::wall());
+        self.value_lists_at(value_lists, from, Source::default(), Now::wall());
     }
 
-    /// [`Sink::value_lists`] at a given receive time.
-    pub fn value_lists_at(&self, value_lists: Vec<ValueList>, from: &str, now: Now) {
+    /// [`Sink::value_lists`] sent by `source` (what shares the limits).
+    pub fn value_lists_from(&self, value_lists: Vec<ValueList>, from: &str, source: Source) {
+        self.value_lists_at(value_lists, from, source, Now::wall());
+    }
+
+    /// [`Sink::value_lists_from`] at a given receive time.
+    pub fn value_lists_at(
+        &self,
+        value_lists: Vec<ValueList>,
+        from: &str,
+        source: Source,
+        now: Now,
+    ) {
         let mut batch = Batch::new();
-        self.route(value_lists, &from, Source::default(), &mut batch);
+        self.route(value_lists, &from, source, &mut batch);
         self.apply_at(&mut batch, now);
     }
 
