@@ -151,11 +151,8 @@ impl GenericStore {
             }
             self.last_victim_scan = Some(now);
             self.evicted_since_scan = 0;
-            let mut held: HashMap<Source, u64> = HashMap::new();
-            for e in self.entries.values().filter(|e| !e.confirmed) {
-                *held.entry(e.source).or_default() += 1;
-            }
-            let Some(largest) = held.iter().max_by_key(|(s, n)| (**n, **s)).map(|(s, _)| *s) else {
+            let once = self.entries.values().filter(|e| !e.confirmed);
+            let Some(largest) = Source::most_common(once.map(|e| e.source)) else {
                 return false;
             };
             let mut once: Vec<(u64, Box<str>)> = self

@@ -49,6 +49,18 @@ type Stamp = std::num::NonZeroU64;
 pub struct Source(pub u32);
 
 impl Source {
+    /// The source that appears most often in `sources` (of equals, the
+    /// highest): whose entries make room at a limit.
+    pub fn most_common(sources: impl Iterator<Item = Source>) -> Option<Source> {
+        let mut held: Map<Source, u64> = Map::default();
+        for s in sources {
+            *held.entry(s).or_default() += 1;
+        }
+        held.into_iter()
+            .max_by_key(|(s, n)| (*n, *s))
+            .map(|(s, _)| s)
+    }
+
     pub fn of(ip: std::net::IpAddr) -> Source {
         match ip.to_canonical() {
             std::net::IpAddr::V4(v4) => Source(u32::from(v4)),
@@ -779,18 +791,9 @@ impl SqlaStore {
     /// of them, in the order they make room: newest first (the list is taken
     /// from its end).
     fn scan_victims(&mut self) {
-        let mut held: Map<Source, u64> = Map::default();
-        for p in self.processes.values() {
-            if !p.has(CONFIRMED) {
-                *held.entry(p.source).or_default() += 1;
-            }
-        }
         self.victims.clear();
-        let Some(largest) = held
-            .iter()
-            .max_by_key(|(source, n)| (**n, **source))
-            .map(|(source, _)| *source)
-        else {
+        let once = self.processes.values().filter(|p| !p.has(CONFIRMED));
+        let Some(largest) = Source::most_common(once.map(|p| p.source)) else {
             return;
         };
         let mut once: Vec<(Tick, ProcessId)> = self
@@ -837,13 +840,15 @@ impl SqlaStore {
                 *c = true;
             }
         }
-        let mut held: Map<Source, u64> = Map::default();
-        for (slot, c) in self.programs.iter().zip(&confirmed) {
-            if let (Some(p), false) = (slot, *c) {
-                *held.entry(p.source).or_default() += 1;
-            }
-        }
-        let Some(largest) = held.iter().max_by_key(|(s, n)| (**n, **s)).map(|(s, _)| *s) else {
+        let evictable = self
+            .programs
+            .iter()
+            .zip(&confirmed)
+            .filter_map(|(slot, c)| match slot {
+                Some(p) if !*c => Some(p.source),
+                _ => None,
+            });
+        let Some(largest) = Source::most_common(evictable) else {
             return false;
         };
         let mut once: Vec<(u64, ProgramId)> = self
