@@ -126,6 +126,9 @@ pub struct Listener {
     pub receive_buffer: u64,
     /// The socket's inode, to find its kernel drop counter.
     pub inode: Option<u64>,
+    /// Reads in a row that found a full batch queued: the receive thread
+    /// is behind (see [`Telemetry::ingest_behind`]).
+    pub full_reads: AtomicU64,
 }
 
 impl Listener {
@@ -138,9 +141,14 @@ impl Listener {
             bytes: 0.into(),
             receive_buffer,
             inode,
+            full_reads: 0.into(),
         }
     }
 }
+
+/// This many full batches read in a row: the socket queue has stayed
+/// backed up for a few thousand datagrams, so ingest is saturated.
+pub const BEHIND_AFTER_FULL_READS: u64 = 32;
 
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -260,6 +268,16 @@ impl Telemetry {
 
     pub fn http_request_refused(&self, reason: RequestRefusal) {
         self.http_requests_refused[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Whether a receive thread is saturated: it keeps finding its socket's
+    /// queue full. Drops are happening or about to; a scrape that waited for
+    /// it would only add an unanswered scrape to them.
+    pub fn ingest_behind(&self) -> bool {
+        self.listeners.lock().is_ok_and(|all| {
+            all.iter()
+                .any(|l| l.full_reads.load(Relaxed) >= BEHIND_AFTER_FULL_READS)
+        })
     }
 
     pub fn snapshot(&self) -> TelemetrySnapshot {

@@ -1,5 +1,6 @@
 //! `GET /metrics`: one scrape, encoded off the async workers at a lower
-//! priority than ingest, its freed memory given back.
+//! priority than ingest (unless ingest is saturated: then at the same), its
+//! freed memory given back.
 //!
 //! Takes the scrape's [`Sources`] and the `Accept` header; hands on the
 //! encoded body (500 when encoding fails, never a panic).
@@ -15,18 +16,41 @@ use std::time::Instant;
 pub async fn metrics(State(sources): State<Arc<Sources>>, headers: HeaderMap) -> Response {
     let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let now = Instant::now();
-    // A large scrape takes a while: off the async workers, so that other
-    // requests (health checks, pushes) are not held up behind it.
-    let encoded = tokio::task::spawn_blocking(move || {
-        yield_to_ingest();
+    let behind = sources.telemetry.ingest_behind();
+    let work = move || {
         let encoded = encode(sources.scrape(now), format);
         // Its temporaries are freed by now; give their pages back.
         crate::memory::release_free_memory();
         encoded
-    })
-    .await;
+    };
+    // A large scrape takes a while: off the async workers, so that other
+    // requests (health checks, pushes) are not held up behind it.
+    let encoded = if behind {
+        // Ingest is saturated: drops happen whatever the scrape does, and a
+        // scrape waiting behind it would be one more loss (Prometheus marks
+        // the target down). A thread of its own at the async workers'
+        // priority (nice 0; a thread cannot raise its own priority back
+        // once lowered without privileges).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("scrape".into())
+            .spawn(move || {
+                let _ = tx.send(work());
+            });
+        match spawned {
+            Ok(_) => rx.await.ok(),
+            Err(_) => None,
+        }
+    } else {
+        tokio::task::spawn_blocking(move || {
+            yield_to_ingest();
+            work()
+        })
+        .await
+        .ok()
+    };
     match encoded {
-        Ok(Ok((body, content_type))) => {
+        Some(Ok((body, content_type))) => {
             ([(header::CONTENT_TYPE, content_type)], body).into_response()
         }
         _ => {

@@ -108,6 +108,11 @@ pub fn receive(socket: UdpSocket, listener: Arc<Listener>, sink: Arc<Sink>, stop
         }
         sink.apply(&mut batch);
         spare = batch.recycle();
+        if received.len() == BATCH {
+            listener.full_reads.fetch_add(1, Relaxed);
+        } else {
+            listener.full_reads.store(0, Relaxed);
+        }
         if received.len() < BATCH / 4 {
             std::thread::sleep(GATHER);
         }
