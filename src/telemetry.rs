@@ -618,5 +618,25 @@ mod tests {
             ValueListReject::from(ApplyError::OverLimit("process")),
             ValueListReject::OverLimit
         );
+        assert_eq!(
+            ValueListReject::from(ApplyError::Stale),
+            ValueListReject::Stale
+        );
+    }
+
+    #[test]
+    fn ingest_is_behind_once_a_listener_keeps_reading_full_batches() {
+        let t = Telemetry::default();
+        let a = t.add_listener(Listener::new(([127, 0, 0, 1], 1).into(), 0, None));
+        let b = t.add_listener(Listener::new(([127, 0, 0, 1], 2).into(), 0, None));
+        assert!(!t.ingest_behind());
+        b.full_reads.store(BEHIND_AFTER_FULL_READS - 1, Relaxed);
+        assert!(!t.ingest_behind());
+        b.full_reads.store(BEHIND_AFTER_FULL_READS, Relaxed);
+        assert!(t.ingest_behind());
+        // A read that is not full: caught up.
+        b.full_reads.store(0, Relaxed);
+        a.full_reads.store(0, Relaxed);
+        assert!(!t.ingest_behind());
     }
 }
