@@ -12,7 +12,7 @@
 
 use crate::collectd::{CdTime, Value, ValueList};
 use crate::store::sqlalchemy::{ApplyError, Source};
-use crate::store::{Freshness, Now};
+use crate::store::{Freshness, Now, most_common};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -151,14 +151,21 @@ impl GenericStore {
             }
             self.last_victim_scan = Some(now);
             self.evicted_since_scan = 0;
-            let once = self.entries.values().filter(|e| !e.confirmed);
-            let Some(largest) = Source::most_common(once.map(|e| e.source)) else {
+            // The source holding the most value lists seen once, and within
+            // it the host (the key's first part) holding the most.
+            fn host(k: &str) -> &str {
+                k.split('\0').next().unwrap_or_default()
+            }
+            let once = || self.entries.iter().filter(|(_, e)| !e.confirmed);
+            let Some(source) = most_common(once().map(|(_, e)| e.source)) else {
                 return false;
             };
-            let mut once: Vec<(u64, Box<str>)> = self
-                .entries
-                .iter()
-                .filter(|(_, e)| !e.confirmed && e.source == largest)
+            let of_source = || once().filter(|(_, e)| e.source == source);
+            let Some(busiest) = most_common(of_source().map(|(k, _)| host(k))) else {
+                return false;
+            };
+            let mut once: Vec<(u64, Box<str>)> = of_source()
+                .filter(|(k, _)| host(k) == busiest)
                 .map(|(k, e)| (e.seq, k.clone()))
                 .collect();
             once.sort_unstable_by_key(|(seq, _)| *seq);

@@ -23,6 +23,20 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The key that appears most often in `keys` (of equals, the greatest):
+/// whose entries make room at a limit (a sender's address, a host).
+pub fn most_common<K: std::hash::Hash + Eq + Ord + Copy>(
+    keys: impl Iterator<Item = K>,
+) -> Option<K> {
+    let mut held: std::collections::HashMap<K, u64> = std::collections::HashMap::new();
+    for k in keys {
+        *held.entry(k).or_default() += 1;
+    }
+    held.into_iter()
+        .max_by_key(|(k, n)| (*n, *k))
+        .map(|(k, _)| k)
+}
+
 /// The two stores, each behind its own lock.
 #[derive(Debug)]
 pub struct Stores {

@@ -31,7 +31,7 @@ pub mod saved;
 
 use crate::collectd::{CdTime, HR_PER_SECOND};
 use crate::route::{Cumulative, Pool, RelayStat, Sample, SqlaRecord};
-use crate::store::{Freshness, Now};
+use crate::store::{Freshness, Now, most_common};
 use std::collections::HashMap;
 
 /// Keys come from the network: a seeded hasher, fast for short strings.
@@ -49,18 +49,6 @@ type Stamp = std::num::NonZeroU64;
 pub struct Source(pub u32);
 
 impl Source {
-    /// The source that appears most often in `sources` (of equals, the
-    /// highest): whose entries make room at a limit.
-    pub fn most_common(sources: impl Iterator<Item = Source>) -> Option<Source> {
-        let mut held: Map<Source, u64> = Map::default();
-        for s in sources {
-            *held.entry(s).or_default() += 1;
-        }
-        held.into_iter()
-            .max_by_key(|(s, n)| (*n, *s))
-            .map(|(s, _)| s)
-    }
-
     pub fn of(ip: std::net::IpAddr) -> Source {
         match ip.to_canonical() {
             std::net::IpAddr::V4(v4) => Source(u32::from(v4)),
@@ -788,18 +776,26 @@ impl SqlaStore {
     }
 
     /// Lists the processes that reported once of the source holding the most
-    /// of them, in the order they make room: newest first (the list is taken
-    /// from its end).
+    /// of them, and within it of the host holding the most (one runaway host
+    /// behind a relay or a NAT makes room out of its own), in the order they
+    /// make room: newest first (the list is taken from its end).
     fn scan_victims(&mut self) {
         self.victims.clear();
-        let once = self.processes.values().filter(|p| !p.has(CONFIRMED));
-        let Some(largest) = Source::most_common(once.map(|p| p.source)) else {
+        let programs = &self.programs;
+        let host = |id: &ProcessId| match programs.get(id.program as usize) {
+            Some(Some(p)) => &*p.host,
+            _ => "",
+        };
+        let once = || self.processes.iter().filter(|(_, p)| !p.has(CONFIRMED));
+        let Some(source) = most_common(once().map(|(_, p)| p.source)) else {
             return;
         };
-        let mut once: Vec<(Tick, ProcessId)> = self
-            .processes
-            .iter()
-            .filter(|(_, p)| !p.has(CONFIRMED) && p.source == largest)
+        let of_source = || once().filter(|(_, p)| p.source == source);
+        let Some(busiest) = most_common(of_source().map(|(id, _)| host(id))) else {
+            return;
+        };
+        let mut once: Vec<(Tick, ProcessId)> = of_source()
+            .filter(|(id, _)| host(id) == busiest)
             .map(|(id, p)| (p.live_until, *id))
             .collect();
         // Ascending, so that the end holds the newest.
@@ -845,10 +841,15 @@ impl SqlaStore {
             .iter()
             .zip(&confirmed)
             .filter_map(|(slot, c)| match slot {
-                Some(p) if !*c => Some(p.source),
+                Some(p) if !*c => Some(p),
                 _ => None,
             });
-        let Some(largest) = Source::most_common(evictable) else {
+        let Some(largest) = most_common(evictable.clone().map(|p| p.source)) else {
+            return false;
+        };
+        let Some(busiest) =
+            most_common(evictable.filter(|p| p.source == largest).map(|p| &*p.host))
+        else {
             return false;
         };
         let mut once: Vec<(u64, ProgramId)> = self
@@ -857,7 +858,9 @@ impl SqlaStore {
             .zip(&confirmed)
             .enumerate()
             .filter_map(|(id, (slot, c))| match slot {
-                Some(p) if !*c && p.source == largest => Some((p.created, id as ProgramId)),
+                Some(p) if !*c && p.source == largest && *p.host == *busiest => {
+                    Some((p.created, id as ProgramId))
+                }
                 _ => None,
             })
             .collect();
@@ -1651,6 +1654,46 @@ mod tests {
             Err(ApplyError::OverLimit("program"))
         );
         assert_eq!(s.snapshot(t0.at).programs.len(), 1);
+    }
+
+    #[test]
+    fn a_runaway_host_behind_a_shared_source_makes_room_out_of_its_own() {
+        let limits = Limits {
+            max_processes: 10,
+            max_programs: 10,
+        };
+        let mut s = SqlaStore::new(Freshness::default(), limits);
+        let t0 = Now::wall();
+        let from_host = |s: &mut SqlaStore, host: &str, token: &str| {
+            let mut r = pool_rec("app", token, 100, 1.0, 1.0);
+            r.key.host = host.into();
+            s.apply_report(
+                &Report {
+                    source: Source(7),
+                    ..r.report()
+                },
+                t0,
+            )
+        };
+        // One relay (or NAT): the same source for every host. "runaway"
+        // floods new tokens; "web1" starts three new processes meanwhile.
+        for n in 0..5 {
+            from_host(&mut s, "runaway", &format!("{n}:aaaaaa")).unwrap();
+        }
+        for n in 0..3 {
+            from_host(&mut s, "web1", &format!("{n}:bbbbbb")).unwrap();
+        }
+        for n in 5..500 {
+            from_host(&mut s, "runaway", &format!("{n}:aaaaaa")).unwrap();
+        }
+        let snap = s.snapshot(t0.at);
+        let web1 = snap
+            .programs
+            .iter()
+            .find(|p| &*p.host == "web1")
+            .map(|p| p.processes);
+        assert_eq!(web1, Some(3), "{snap:?}");
+        assert_eq!(snap.tracked_processes, 10);
     }
 
     #[test]
