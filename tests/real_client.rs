@@ -154,6 +154,42 @@ fn checkouts_and_checkins_are_exported_exactly() {
     );
 }
 
+/// The checkout scenario in another runtime: the exporter shows the same
+/// exactly.
+fn three_out_one_returned(scenario: &str) {
+    let exporter = common::start(&[]);
+    let mut app = App::start(scenario, exporter.udp.port(), HOST);
+    walk(
+        &exporter,
+        &mut app,
+        &["init", "three_out", "one_returned"],
+        |r, s| {
+            let v = only(r, scenario);
+            match r.phase.as_str() {
+                "init" => assert_eq!(v.own.connects, 0),
+                "three_out" => assert_eq!((v.own.held, v.own.idle), (3, 0)),
+                _ => assert_eq!((v.own.held, v.own.idle, v.own.checkouts), (2, 1, 3)),
+            }
+            let out = common::sqla(s, "sqlalchemy_connections_checked_out", HOST, scenario);
+            assert_eq!(out, Some(v.own.held as f64));
+        },
+    );
+}
+
+/// OpenStack's services run under eventlet.monkey_patch(): the client's
+/// sender is a green thread, the checkouts are made by green threads.
+#[test]
+fn under_eventlet_monkey_patching_the_pool_is_exported_exactly() {
+    three_out_one_returned("eventlet");
+}
+
+/// An AsyncEngine (create_async_engine, aiosqlite): tasks check out
+/// connections concurrently.
+#[test]
+fn an_asyncio_engine_is_exported_exactly() {
+    three_out_one_returned("asyncio");
+}
+
 #[test]
 fn invalidation_and_detach_follow_the_client_including_its_checkin_quirk() {
     let exporter = common::start(&[]);
