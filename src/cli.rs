@@ -255,6 +255,13 @@ pub struct Args {
     #[arg(long = "storage.path", value_name = "DIR")]
     pub storage_path: Option<PathBuf>,
 
+    /// Also serve every host/program's pool under OpenTelemetry's names, for dashboards
+    /// built for them: db_client_connection_count{db_client_connection_state="idle"|"used"},
+    /// db_client_connection_max (from the config file) and the older
+    /// db_client_connections_usage{state}; the pool name is the program, host stays.
+    #[arg(long = "metrics.otel-names")]
+    pub otel_names: bool,
+
     /// Log level.
     #[arg(long = "log.level", value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -302,6 +309,7 @@ impl From<Args> for Config {
             host_label: a.host_label,
             max_series: a.max_series,
             storage_path: a.storage_path,
+            otel_names: a.otel_names,
             web_listen: a.web_listen,
             http: HttpLimits {
                 read_header_timeout: a.read_header_timeout,

@@ -329,6 +329,7 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
         reloader: reloader.clone(),
         typesdb: Arc::new(typesdb),
         host_label: config.host_label.clone(),
+        otel_names: config.otel_names,
         build: BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
             revision: env!("SCE_GIT_REVISION"),

@@ -29,6 +29,8 @@ pub struct Sources {
     pub typesdb: Arc<TypesDb>,
     /// `--collectd.host-label`.
     pub host_label: String,
+    /// `--metrics.otel-names`.
+    pub otel_names: bool,
     pub build: BuildInfo,
 }
 
@@ -54,6 +56,7 @@ impl Sources {
             generic,
             telemetry,
             build: self.build.clone(),
+            otel: self.otel_names,
         }
     }
 }

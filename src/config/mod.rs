@@ -120,6 +120,8 @@ pub struct Config {
     pub ready_file: Option<PathBuf>,
     /// Where a graceful shutdown leaves the counters for the next start.
     pub storage_path: Option<PathBuf>,
+    /// Also serve the pools under OpenTelemetry's metric names.
+    pub otel_names: bool,
 }
 
 /// What one HTTP client may hold of the exporter: the timeouts after which

@@ -59,6 +59,8 @@ pub struct Scrape {
     pub generic: GenericSnapshot,
     pub telemetry: TelemetrySnapshot,
     pub build: BuildInfo,
+    /// `--metrics.otel-names`: the OpenTelemetry families ([`OTEL`]) too.
+    pub otel: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -191,6 +193,64 @@ pub const SQLALCHEMY: &[(Family, Field)] = &[
             "Reports accepted although their client timestamp went back (the client's clock was stepped).",
         ),
         |p| Some(Number::U64(p.clock_steps)),
+    ),
+];
+
+/// A sample of an OpenTelemetry family: its extra label (name and value, or
+/// none) and its value, for one host/program; `None` where it has none.
+type OtelField = fn(&ProgramSnapshot) -> Vec<(Option<(&'static str, &'static str)>, Number)>;
+
+/// The OpenTelemetry semantic conventions' pool metrics in their Prometheus
+/// translation (dots become underscores, units in braces are dropped,
+/// UpDownCounters are gauges), written with `--metrics.otel-names` beside
+/// the families above: a host/program is the pool
+/// (`db_client_connection_pool_name` is the program, `host` stays). `used` is
+/// checked out, `idle` checked in.
+pub const OTEL: &[(Family, &str, OtelField)] = &[
+    (
+        gauge(
+            "db_client_connection_count",
+            "OpenTelemetry db.client.connection.count: connections of the pool by state (used: checked out, idle: checked in).",
+        ),
+        "db_client_connection_pool_name",
+        |p| {
+            vec![
+                (
+                    Some(("db_client_connection_state", "idle")),
+                    Number::F64(p.pool.checkedin),
+                ),
+                (
+                    Some(("db_client_connection_state", "used")),
+                    Number::F64(p.pool.checkedout),
+                ),
+            ]
+        },
+    ),
+    (
+        gauge(
+            "db_client_connection_max",
+            "OpenTelemetry db.client.connection.max: the most connections the pool allows (from the config file).",
+        ),
+        "db_client_connection_pool_name",
+        |p| {
+            p.connections_max
+                .map(|m| (None, Number::F64(m)))
+                .into_iter()
+                .collect()
+        },
+    ),
+    (
+        gauge(
+            "db_client_connections_usage",
+            "OpenTelemetry db.client.connections.usage (the older name, which opentelemetry-instrumentation-sqlalchemy emits): connections by state.",
+        ),
+        "pool_name",
+        |p| {
+            vec![
+                (Some(("state", "idle")), Number::F64(p.pool.checkedin)),
+                (Some(("state", "used")), Number::F64(p.pool.checkedout)),
+            ]
+        },
     ),
 ];
 
@@ -527,6 +587,7 @@ pub fn all_names() -> Vec<&'static str> {
         .iter()
         .map(|(f, _)| f.name)
         .chain(DATABASES.iter().map(|(f, _)| f.name))
+        .chain(OTEL.iter().map(|(f, _, _)| f.name))
         .chain(OWN.iter().map(|(f, _)| f.name))
         .collect()
 }
@@ -566,8 +627,32 @@ pub fn write(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
             })?;
         }
     }
+    if scrape.otel {
+        write_otel(&scrape.sqla.programs, w)?;
+    }
     write_generic(&scrape.generic, w)?;
     write_own(scrape, w)
+}
+
+fn write_otel(programs: &[ProgramSnapshot], w: &mut dyn FamilyWriter) -> fmt::Result {
+    for (family, pool_label, field) in OTEL {
+        if !programs.iter().any(|p| !field(p).is_empty()) {
+            continue;
+        }
+        w.family(family, &mut |s| {
+            for p in programs {
+                for (extra, v) in field(p) {
+                    let base = [("host", &*p.host), (*pool_label, &*p.program)];
+                    match extra {
+                        Some(kv) => s.sample(&[base[0], base[1], kv], v)?,
+                        None => s.sample(&base, v)?,
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 fn write_generic(g: &GenericSnapshot, w: &mut dyn FamilyWriter) -> fmt::Result {
@@ -732,6 +817,7 @@ mod tests {
             }],
             reloads: ConfigFile::ALL.iter().map(|f| (*f, status)).collect(),
             telemetry,
+            otel: true,
             ..Scrape::default()
         }
     }
