@@ -164,6 +164,9 @@ impl Pipeline {
             reloader: Arc::new(Reloader::new(unix)),
             typesdb: Arc::new(typesdb().clone()),
             host_label: "instance".into(),
+            // The production scrape with every family, the OpenTelemetry
+            // ones included.
+            otel_names: true,
             build: BuildInfo {
                 version: "0.0.0",
                 revision: "fuzz",
