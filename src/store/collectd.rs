@@ -12,14 +12,9 @@
 
 use crate::collectd::{CdTime, Value, ValueList};
 use crate::store::sqlalchemy::{ApplyError, Source};
-use crate::store::{Freshness, Now, most_common};
+use crate::store::{Freshness, Now, SCAN_EVERY, Victims, most_common};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
-
-/// At the limit, scans for dead or evictable value lists run at most this
-/// often (or once an eighth of the store was evicted since the last), so a
-/// flood cannot turn every datagram into a full scan.
-const SCAN_EVERY: Duration = Duration::from_secs(1);
+use std::time::Instant;
 
 #[derive(Debug)]
 struct Entry {
@@ -46,10 +41,8 @@ pub struct GenericStore {
     expired: u64,
     evicted: u64,
     last_dead_scan: Option<Instant>,
-    /// Evictable keys of the source holding the most, newest last.
-    victims: Vec<Box<str>>,
-    last_victim_scan: Option<Instant>,
-    evicted_since_scan: usize,
+    /// Evictable keys of the source (and host) holding the most.
+    victims: Victims<Box<str>>,
 }
 
 impl GenericStore {
@@ -134,43 +127,19 @@ impl GenericStore {
     /// Drops the newest value list seen only once of the source holding the
     /// most of them; false if there is none.
     fn make_room(&mut self, now: Instant) -> bool {
-        loop {
-            while let Some(key) = self.victims.pop() {
-                if self.entries.get(&key).is_some_and(|e| !e.confirmed) {
-                    self.entries.remove(&key);
-                    self.evicted += 1;
-                    self.evicted_since_scan += 1;
-                    return true;
-                }
-            }
-            if self.last_victim_scan.is_some_and(|t| {
-                now.duration_since(t) < SCAN_EVERY
-                    && self.evicted_since_scan < self.entries.len() / 8
-            }) {
-                return false;
-            }
-            self.last_victim_scan = Some(now);
-            self.evicted_since_scan = 0;
-            // The source holding the most value lists seen once, and within
-            // it the host (the key's first part) holding the most.
-            fn host(k: &str) -> &str {
-                k.split('\0').next().unwrap_or_default()
-            }
-            let once = || self.entries.iter().filter(|(_, e)| !e.confirmed);
-            let Some(source) = most_common(once().map(|(_, e)| e.source)) else {
-                return false;
-            };
-            let of_source = || once().filter(|(_, e)| e.source == source);
-            let Some(busiest) = most_common(of_source().map(|(k, _)| host(k))) else {
-                return false;
-            };
-            let mut once: Vec<(u64, Box<str>)> = of_source()
-                .filter(|(k, _)| host(k) == busiest)
-                .map(|(k, e)| (e.seq, k.clone()))
-                .collect();
-            once.sort_unstable_by_key(|(seq, _)| *seq);
-            self.victims = once.into_iter().map(|(_, k)| k).collect();
-        }
+        let entries = &self.entries;
+        let victim = self.victims.next(
+            now,
+            entries.len(),
+            |k| entries.get(k).is_some_and(|e| !e.confirmed),
+            || victims(entries),
+        );
+        let Some(key) = victim else {
+            return false;
+        };
+        self.entries.remove(&key);
+        self.evicted += 1;
+        true
     }
 
     /// Dead value lists are not kept: they carry no counter state of ours.
@@ -212,6 +181,29 @@ impl GenericStore {
             evicted: self.evicted,
         }
     }
+}
+
+/// The value lists seen once of the source holding the most of them, and
+/// within it of the host (the key's first part) holding the most, the
+/// newest last.
+fn victims(entries: &HashMap<Box<str>, Entry>) -> Vec<Box<str>> {
+    fn host(k: &str) -> &str {
+        k.split('\0').next().unwrap_or_default()
+    }
+    let once = || entries.iter().filter(|(_, e)| !e.confirmed);
+    let Some(source) = most_common(once().map(|(_, e)| e.source)) else {
+        return Vec::new();
+    };
+    let of_source = || once().filter(|(_, e)| e.source == source);
+    let Some(busiest) = most_common(of_source().map(|(k, _)| host(k))) else {
+        return Vec::new();
+    };
+    let mut once: Vec<(u64, Box<str>)> = of_source()
+        .filter(|(k, _)| host(k) == busiest)
+        .map(|(k, e)| (e.seq, k.clone()))
+        .collect();
+    once.sort_unstable_by_key(|(seq, _)| *seq);
+    once.into_iter().map(|(_, k)| k).collect()
 }
 
 /// One live value list, copied out of the store.

@@ -37,6 +37,64 @@ pub fn most_common<K: std::hash::Hash + Eq + Ord + Copy>(
         .map(|(k, _)| k)
 }
 
+/// At a limit: the entries that make room, from the last scan (the next
+/// one last), and when another scan may run: once the list is used up, and
+/// then only a second after the last or once an eighth of the entries held
+/// went since, so that a flood cannot turn every datagram into a full scan.
+#[derive(Debug)]
+pub struct Victims<K> {
+    list: Vec<K>,
+    last_scan: Option<Instant>,
+    since_scan: usize,
+}
+
+impl<K> Default for Victims<K> {
+    fn default() -> Self {
+        Victims {
+            list: Vec::new(),
+            last_scan: None,
+            since_scan: 0,
+        }
+    }
+}
+
+/// How often a store at a limit may scan for what to drop.
+pub const SCAN_EVERY: Duration = Duration::from_secs(1);
+
+impl<K> Victims<K> {
+    /// The next entry to drop that `evictable` still says may go, of `held`
+    /// entries in all; `scan` lists them afresh (the next one last) when a
+    /// scan is due. `None`: nothing may go now.
+    pub fn next(
+        &mut self,
+        now: Instant,
+        held: usize,
+        mut evictable: impl FnMut(&K) -> bool,
+        mut scan: impl FnMut() -> Vec<K>,
+    ) -> Option<K> {
+        loop {
+            while let Some(k) = self.list.pop() {
+                if evictable(&k) {
+                    self.since_scan += 1;
+                    return Some(k);
+                }
+            }
+            if self
+                .last_scan
+                .is_some_and(|t| now.duration_since(t) < SCAN_EVERY && self.since_scan < held / 8)
+            {
+                return None;
+            }
+            self.last_scan = Some(now);
+            self.since_scan = 0;
+            self.list = scan();
+            if self.list.is_empty() {
+                return None;
+            }
+        }
+    }
+}
+
 /// The two stores, each behind its own lock.
 #[derive(Debug)]
 pub struct Stores {

@@ -31,7 +31,7 @@ pub mod saved;
 
 use crate::collectd::{CdTime, HR_PER_SECOND};
 use crate::route::{Cumulative, Pool, RelayStat, Sample, SqlaRecord};
-use crate::store::{Freshness, Now, most_common};
+use crate::store::{Freshness, Now, SCAN_EVERY, Victims, most_common};
 use std::collections::HashMap;
 
 /// Keys come from the network: a seeded hasher, fast for short strings.
@@ -609,19 +609,12 @@ pub struct SqlaStore {
     /// first report (a start without saved state).
     baseline: bool,
     /// At the process limit: processes that reported once, in the order they
-    /// make room (last first), from the last scan.
-    victims: Vec<ProcessId>,
-    last_victim_scan: Option<Instant>,
+    /// make room.
+    victims: Victims<ProcessId>,
     last_program_scan: Option<Instant>,
     /// Programs made so far: each one's `created`.
     programs_made: u64,
-    /// Processes evicted since that scan.
-    evicted_since_scan: usize,
 }
-
-/// The process limit scans for dead processes to drop at most this often, so
-/// a flood of new tokens cannot turn every datagram into a full scan.
-const EVICTION_SCAN_EVERY: Duration = Duration::from_secs(1);
 
 impl Default for SqlaStore {
     fn default() -> Self {
@@ -644,11 +637,9 @@ impl SqlaStore {
             stats: StoreStats::default(),
             last_eviction_scan: None,
             baseline: false,
-            victims: Vec::new(),
-            last_victim_scan: None,
+            victims: Victims::default(),
             last_program_scan: None,
             programs_made: 0,
-            evicted_since_scan: 0,
         }
     }
 
@@ -747,52 +738,41 @@ impl SqlaStore {
     /// room out of its own entries and never out of another sender's (nor
     /// out of any process that reported twice). False if there is none.
     fn make_room(&mut self, now: Instant) -> bool {
-        loop {
-            while let Some(id) = self.victims.pop() {
-                if self.processes.get(&id).is_some_and(|p| !p.has(CONFIRMED)) {
-                    self.processes.remove(&id);
-                    self.tokens.release(id.token);
-                    self.stats.processes_evicted += 1;
-                    self.evicted_since_scan += 1;
-                    return true;
-                }
-            }
-            // Another scan once a second, or once an eighth of the map was
-            // evicted since the last: a flood cannot turn every datagram
-            // into a full scan.
-            if self.last_victim_scan.is_some_and(|t| {
-                now.duration_since(t) < EVICTION_SCAN_EVERY
-                    && self.evicted_since_scan < self.processes.len() / 8
-            }) {
-                return false;
-            }
-            self.last_victim_scan = Some(now);
-            self.evicted_since_scan = 0;
-            self.scan_victims();
-            if self.victims.is_empty() {
-                return false;
-            }
-        }
+        let (processes, programs) = (&self.processes, &self.programs);
+        let victim = self.victims.next(
+            now,
+            processes.len(),
+            |id| processes.get(id).is_some_and(|p| !p.has(CONFIRMED)),
+            || Self::victims(processes, programs),
+        );
+        let Some(id) = victim else {
+            return false;
+        };
+        self.processes.remove(&id);
+        self.tokens.release(id.token);
+        self.stats.processes_evicted += 1;
+        true
     }
 
     /// Lists the processes that reported once of the source holding the most
     /// of them, and within it of the host holding the most (one runaway host
     /// behind a relay or a NAT makes room out of its own), in the order they
     /// make room: newest first (the list is taken from its end).
-    fn scan_victims(&mut self) {
-        self.victims.clear();
-        let programs = &self.programs;
+    fn victims(
+        processes: &Map<ProcessId, Process>,
+        programs: &[Option<Program>],
+    ) -> Vec<ProcessId> {
         let host = |id: &ProcessId| match programs.get(id.program as usize) {
             Some(Some(p)) => &*p.host,
             _ => "",
         };
-        let once = || self.processes.iter().filter(|(_, p)| !p.has(CONFIRMED));
+        let once = || processes.iter().filter(|(_, p)| !p.has(CONFIRMED));
         let Some(source) = most_common(once().map(|(_, p)| p.source)) else {
-            return;
+            return Vec::new();
         };
         let of_source = || once().filter(|(_, p)| p.source == source);
         let Some(busiest) = most_common(of_source().map(|(id, _)| host(id))) else {
-            return;
+            return Vec::new();
         };
         let mut once: Vec<(Tick, ProcessId)> = of_source()
             .filter(|(id, _)| host(id) == busiest)
@@ -800,7 +780,7 @@ impl SqlaStore {
             .collect();
         // Ascending, so that the end holds the newest.
         once.sort_unstable_by_key(|(until, _)| *until);
-        self.victims.extend(once.into_iter().map(|(_, id)| id));
+        once.into_iter().map(|(_, id)| id).collect()
     }
 
     /// At the program limit: drops, at once, the newest programs with
@@ -811,7 +791,7 @@ impl SqlaStore {
     fn make_program_room(&mut self, now: Instant) -> bool {
         if self
             .last_program_scan
-            .is_some_and(|t| now.duration_since(t) < EVICTION_SCAN_EVERY)
+            .is_some_and(|t| now.duration_since(t) < SCAN_EVERY)
         {
             return false;
         }
@@ -1001,7 +981,7 @@ impl SqlaStore {
     fn evict_dead_processes(&mut self, now: Instant) {
         if self
             .last_eviction_scan
-            .is_some_and(|t| now.duration_since(t) < EVICTION_SCAN_EVERY)
+            .is_some_and(|t| now.duration_since(t) < SCAN_EVERY)
         {
             return;
         }
