@@ -68,6 +68,12 @@ pub struct Program {
     pub checked_in: f64,
     #[serde(with = "gauge")]
     pub detached: f64,
+    /// The most `connections` and `checked_out` reached within the peak
+    /// window (`--peak-window`): never below the current values.
+    #[serde(with = "gauge")]
+    pub connections_peak: f64,
+    #[serde(with = "gauge")]
+    pub checked_out_peak: f64,
     // Counters since the exporter started (the `*_total` series).
     pub checkouts: u64,
     pub invalidations: u64,
@@ -131,6 +137,8 @@ fn program(p: &ProgramSnapshot, now_unix: f64) -> Program {
         checked_out: p.pool.checkedout,
         checked_in: p.pool.checkedin,
         detached: p.pool.detached,
+        connections_peak: p.connections_peak,
+        checked_out_peak: p.checked_out_peak,
         checkouts,
         invalidations,
         connects,
@@ -222,6 +230,8 @@ mod tests {
             connections_max: None,
             clock_offset_seconds: None,
             clock_steps: 0,
+            checked_out_peak: 0.0,
+            connections_peak: 0.0,
         }
     }
 
@@ -234,10 +244,11 @@ mod tests {
         let mut capped = snapshot("web1", "api", 2, 999.5);
         capped.connections_max = Some(30.0);
         capped.transactions = Some([7, 1, 8]);
+        (capped.connections_peak, capped.checked_out_peak) = (6.0, 4.5);
         let doc = document(&scrape(vec![capped]), 1000.25);
         assert_eq!(
             serde_json::to_string(&doc).unwrap(),
-            r#"{"exporter":{"version":"1.2.3","revision":"abc"},"server_time_unix":1000.25,"late_after_intervals":1.5,"programs":[{"host":"web1","program":"api","state":"live","processes":2,"pools":2,"connections":4,"checked_out":3,"checked_in":1,"detached":0,"checkouts":10,"invalidations":1,"connects":5,"disconnects":1,"transactions":{"commits":7,"rollbacks":1,"transactions":8},"last_report_unix":999.5,"age_seconds":0.75,"interval_seconds":2.0,"late":false,"connections_max":30,"usage":0.1}]}"#
+            r#"{"exporter":{"version":"1.2.3","revision":"abc"},"server_time_unix":1000.25,"late_after_intervals":1.5,"programs":[{"host":"web1","program":"api","state":"live","processes":2,"pools":2,"connections":4,"checked_out":3,"checked_in":1,"detached":0,"connections_peak":6,"checked_out_peak":4.5,"checkouts":10,"invalidations":1,"connects":5,"disconnects":1,"transactions":{"commits":7,"rollbacks":1,"transactions":8},"last_report_unix":999.5,"age_seconds":0.75,"interval_seconds":2.0,"late":false,"connections_max":30,"usage":0.1}]}"#
         );
     }
 

@@ -22,6 +22,16 @@ fn duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// The peak window: 1 s to 1 day (its six buckets are at least a sixth of a
+/// second each).
+fn peak_window(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+        return Err(format!("{s:?}: must be between 1s and 24h"));
+    }
+    Ok(d)
+}
+
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err(format!("{s:?}: must be at least 1")),
@@ -212,6 +222,12 @@ pub struct Args {
     #[arg(long = "forget-after", value_name = "DURATION", default_value = "1h", value_parser = duration)]
     pub forget_after: Duration,
 
+    /// The peak gauges (sqlalchemy_connections_peak, sqlalchemy_connections_checked_out_peak)
+    /// are the most each sum reached over this window (at least the window, at most a sixth
+    /// more), so bursts between scrapes show.
+    #[arg(long = "peak-window", value_name = "DURATION", default_value = "1m", value_parser = peak_window)]
+    pub peak_window: Duration,
+
     /// Most client processes tracked; reports from further new processes are rejected
     /// and counted (reason over_limit).
     #[arg(long = "limits.max-processes", value_name = "N", default_value_t = Limits::default().max_processes)]
@@ -323,6 +339,7 @@ impl From<Args> for Config {
                 stale_intervals: a.stale_intervals,
                 stale_after: a.stale_after,
                 forget_after: a.forget_after,
+                peak_window: a.peak_window,
             },
             limits: Limits {
                 max_processes: a.max_processes,

@@ -273,6 +273,8 @@ mod tests {
             connections_max: None,
             clock_offset_seconds: None,
             clock_steps: 0,
+            checked_out_peak: 0.0,
+            connections_peak: 0.0,
         }
     }
 

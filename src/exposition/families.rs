@@ -140,6 +140,20 @@ pub const SQLALCHEMY: &[(Family, Field)] = &[
         |p| p.connections_max.map(Number::F64),
     ),
     (
+        gauge(
+            "sqlalchemy_connections_peak",
+            "Most open connections summed over the processes after any report within the peak window (--peak-window, 1m by default).",
+        ),
+        |p| Some(Number::F64(p.connections_peak)),
+    ),
+    (
+        gauge(
+            "sqlalchemy_connections_checked_out_peak",
+            "Most checked-out connections summed over the processes after any report within the peak window (--peak-window, 1m by default).",
+        ),
+        |p| Some(Number::F64(p.checked_out_peak)),
+    ),
+    (
         counter(
             "sqlalchemy_checkouts",
             "Connection checkouts from the pools.",
@@ -807,6 +821,8 @@ mod tests {
                     connections_max: Some(20.0),
                     clock_offset_seconds: Some(0.5),
                     clock_steps: 0,
+                    checked_out_peak: 0.0,
+                    connections_peak: 0.0,
                 }],
                 ..SqlaSnapshot::default()
             },

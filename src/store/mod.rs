@@ -180,6 +180,8 @@ pub struct Freshness {
     pub stale_after: Option<Duration>,
     /// How long a program with no live process stays exported.
     pub forget_after: Duration,
+    /// The span of the peak gauges (`sqlalchemy::peaks`).
+    pub peak_window: Duration,
 }
 
 impl Default for Freshness {
@@ -188,6 +190,7 @@ impl Default for Freshness {
             stale_intervals: 3,
             stale_after: None,
             forget_after: Duration::from_secs(3600),
+            peak_window: Duration::from_secs(60),
         }
     }
 }

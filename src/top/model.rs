@@ -520,6 +520,8 @@ pub(crate) mod tests {
             checked_out: 2.0,
             checked_in: 2.0,
             detached: 0.0,
+            connections_peak: 4.0,
+            checked_out_peak: 2.0,
             checkouts: 100,
             invalidations: 0,
             connects: 4,

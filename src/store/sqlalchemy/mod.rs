@@ -27,17 +27,19 @@
 //! * a host/program with no live process stays (zero gauges, counters kept)
 //!   until `forget_after`, then is removed.
 
+mod peaks;
 pub mod saved;
 
 use crate::collectd::{CdTime, HR_PER_SECOND};
 use crate::route::{Cumulative, Pool, RelayStat, Sample, SqlaRecord};
 use crate::store::{Freshness, Now, SCAN_EVERY, Victims, most_common};
+use peaks::Peaks;
 use std::collections::HashMap;
 
 /// Keys come from the network: a seeded hasher, fast for short strings.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A client timestamp as the store keeps it: never zero (a report without
 /// one is stamped with its arrival), so `Option<(Stamp, _)>` needs no tag.
@@ -156,6 +158,27 @@ impl Process {
 
     fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
+    }
+
+    /// What the process adds to its program's held sums (checked out,
+    /// connections): its gauges until its expiry is counted.
+    fn load(&self) -> [f64; 2] {
+        if self.has(EXPIRY_COUNTED) {
+            return [0.0; 2];
+        }
+        match (&self.pool, self.extra.as_deref()) {
+            (
+                _,
+                Some(Extra {
+                    relay: Some(relay), ..
+                }),
+            ) => {
+                let g = |i: usize| relay.gauges[i].map_or(0.0, |(_, v)| v);
+                [g(1), g(4)]
+            }
+            (Some((_, pool)), _) => [pool.checkedout, pool.connections],
+            (None, _) => [0.0; 2],
+        }
     }
 
     /// Whether a report of `sample`'s kind was accepted before.
@@ -327,6 +350,9 @@ struct Program {
     /// made: what the program limit judges by.
     source: Source,
     created: u64,
+    /// The held sums of checked-out connections and connections, and their
+    /// maxima over the peak window.
+    peaks: Peaks,
 }
 
 /// How a report's timestamp and counts place it after the last accepted one.
@@ -564,6 +590,10 @@ pub struct ProgramSnapshot {
     pub clock_offset_seconds: Option<f64>,
     /// Reports accepted although their client timestamp went back.
     pub clock_steps: u64,
+    /// The most checked-out connections and connections summed over the
+    /// processes over the peak window (`peaks`).
+    pub checked_out_peak: f64,
+    pub connections_peak: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -614,6 +644,8 @@ pub struct SqlaStore {
     last_program_scan: Option<Instant>,
     /// Programs made so far: each one's `created`.
     programs_made: u64,
+    /// Ticks per bucket of the peak window.
+    peak_bucket: u64,
 }
 
 impl Default for SqlaStore {
@@ -640,7 +672,14 @@ impl SqlaStore {
             victims: Victims::default(),
             last_program_scan: None,
             programs_made: 0,
+            peak_bucket: (freshness.peak_window.as_nanos() / u128::from(peaks::PARTS))
+                .clamp(1, u128::from(u64::MAX)) as u64,
         }
+    }
+
+    /// The peak window's bucket at `at`.
+    fn bucket(&self, at: Instant) -> u64 {
+        self.tick(at).0 / self.peak_bucket
     }
 
     /// Processes first seen within the first liveness window from now (the
@@ -657,14 +696,6 @@ impl SqlaStore {
         Tick(at.saturating_duration_since(self.epoch).as_nanos() as u64)
     }
 
-    fn tick_after(&self, at: Instant, window: Duration) -> Tick {
-        Tick(
-            self.tick(at)
-                .0
-                .saturating_add(window.as_nanos().min(u128::from(u64::MAX)) as u64),
-        )
-    }
-
     pub fn apply(&mut self, record: &SqlaRecord, now: Now) -> Result<(), ApplyError> {
         self.apply_report(&record.report(), now)
     }
@@ -677,7 +708,16 @@ impl SqlaStore {
             report.time
         };
         let time = Stamp::new(time.0).unwrap_or(Stamp::MIN);
-        let live_until = self.tick_after(now.at, self.freshness.window(report.interval));
+        let now_tick = self.tick(now.at);
+        let window = self.freshness.window(report.interval).as_nanos();
+        let live_until = Tick(
+            now_tick
+                .0
+                .saturating_add(window.min(u128::from(u64::MAX)) as u64),
+        );
+        // The peak window's bucket, worked out only when a sum changes.
+        let peak_bucket = self.peak_bucket;
+        let bucket = || now_tick.0 / peak_bucket;
 
         let program = self
             .index
@@ -692,9 +732,17 @@ impl SqlaStore {
             // A second report of a kind (a second cycle of the client's)
             // confirms the process: never evicted to make room.
             let seen = process.reported(report.sample);
+            let before = process.load();
             let result = p.update(process, report, time, live_until, now.unix);
-            if result.is_ok() && seen {
-                process.flags |= CONFIRMED;
+            if result.is_ok() {
+                if seen {
+                    process.flags |= CONFIRMED;
+                }
+                let after = process.load();
+                if after != before {
+                    p.peaks
+                        .add([after[0] - before[0], after[1] - before[1]], bucket());
+                }
             }
             return result;
         }
@@ -726,7 +774,16 @@ impl SqlaStore {
             .entry(ProcessId { program, token })
             .or_insert(Process::new(report.source, baseline));
         match self.programs.get_mut(program as usize) {
-            Some(Some(p)) => p.update(process, report, time, live_until, now.unix),
+            Some(Some(p)) => {
+                let before = process.load();
+                let result = p.update(process, report, time, live_until, now.unix);
+                let after = process.load();
+                if after != before {
+                    p.peaks
+                        .add([after[0] - before[0], after[1] - before[1]], bucket());
+                }
+                result
+            }
             // Every id in the index has its program.
             _ => Ok(()),
         }
@@ -748,7 +805,10 @@ impl SqlaStore {
         let Some(id) = victim else {
             return false;
         };
-        self.processes.remove(&id);
+        if let Some(process) = self.processes.remove(&id) {
+            let bucket = self.bucket(now);
+            unload(&mut self.programs, id, &process, bucket);
+        }
         self.tokens.release(id.token);
         self.stats.processes_evicted += 1;
         true
@@ -895,6 +955,7 @@ impl SqlaStore {
             clock_steps: 0,
             source,
             created: self.programs_made,
+            peaks: Peaks::new(self.bucket(at)),
         };
         self.programs_made += 1;
         let id = match self.free.pop() {
@@ -919,6 +980,10 @@ impl SqlaStore {
         let stats = &mut self.stats;
         let tokens = &mut self.tokens;
         let mut removed_processes = 0;
+        // The held sums counted afresh: without the processes whose expiry
+        // is counted now, and without what adding and taking away fractions
+        // may have left.
+        let mut held = vec![[0.0f64; 2]; self.programs.len()];
         self.processes.retain(|id, p| {
             if p.live_until <= now_tick && !p.has(EXPIRY_COUNTED) {
                 p.flags |= EXPIRY_COUNTED;
@@ -928,6 +993,10 @@ impl SqlaStore {
             if !keep {
                 removed_processes += 1;
                 tokens.release(id.token);
+            } else if let Some(sum) = held.get_mut(id.program as usize) {
+                let load = p.load();
+                sum[0] += load[0];
+                sum[1] += load[1];
             }
             keep
         });
@@ -950,7 +1019,20 @@ impl SqlaStore {
             self.program_count -= 1;
             stats.programs_forgotten += 1;
         }
+        self.hold(&held, now);
         self.shrink();
+    }
+
+    /// The held sums of each program (by id) are `held` from `at` on.
+    fn hold(&mut self, held: &[[f64; 2]], at: Instant) {
+        let bucket = self.bucket(at);
+        for (slot, held) in self.programs.iter_mut().zip(held) {
+            if let Some(program) = slot
+                && program.peaks.held() != *held
+            {
+                program.peaks.set(*held, bucket);
+            }
+        }
     }
 
     /// After a wave of processes is forgotten the process map keeps its
@@ -987,8 +1069,10 @@ impl SqlaStore {
         }
         self.last_eviction_scan = Some(now);
         let now_tick = self.tick(now);
+        let bucket = self.bucket(now);
         let stats = &mut self.stats;
         let tokens = &mut self.tokens;
+        let programs = &mut self.programs;
         self.processes.retain(|id, p| {
             let live = p.live_until > now_tick;
             if !live {
@@ -996,6 +1080,7 @@ impl SqlaStore {
                 if !p.has(EXPIRY_COUNTED) {
                     stats.processes_expired += 1;
                 }
+                unload(programs, *id, p, bucket);
                 tokens.release(id.token);
             }
             live
@@ -1040,12 +1125,18 @@ impl SqlaStore {
             }
         }
         let mut programs = Vec::with_capacity(self.program_count);
+        let bucket = now_tick.0 / self.peak_bucket;
         for (slot, (processes, pool)) in self.programs.iter().zip(live) {
             let Some(program) = slot else { continue };
             if program.live_until.0.saturating_add(forget) <= now_tick.0 {
                 continue;
             }
+            // Never below the gauges themselves (which leave a process out
+            // from the moment it is dead, the held sums from the sweep on).
+            let [checked_out, connections] = program.peaks.peak(bucket);
             programs.push(ProgramSnapshot {
+                checked_out_peak: checked_out.max(pool.checkedout),
+                connections_peak: connections.max(pool.connections),
                 host: program.host.clone(),
                 program: program.name.clone(),
                 processes,
@@ -1064,6 +1155,16 @@ impl SqlaStore {
             tracked_processes: self.processes.len(),
             stats: self.stats,
         }
+    }
+}
+
+/// A process left the store: what it held leaves its program's sums.
+fn unload(programs: &mut [Option<Program>], id: ProcessId, process: &Process, bucket: u64) {
+    let load = process.load();
+    if load != [0.0; 2]
+        && let Some(Some(program)) = programs.get_mut(id.program as usize)
+    {
+        program.peaks.add([-load[0], -load[1]], bucket);
     }
 }
 
@@ -1091,6 +1192,7 @@ fn add_deltas<const N: usize>(sum: &mut [u64; N], old: Option<[u64; N]>, new: &[
 mod tests {
     use super::*;
     use crate::route::ProcessKey;
+    use std::time::Duration;
 
     const S: Duration = Duration::from_secs(1);
 
@@ -1961,6 +2063,173 @@ mod tests {
         assert_eq!(
             from(&mut s, 2, "9:dddddd", 100, t0),
             Err(ApplyError::OverLimit("process"))
+        );
+    }
+
+    /// The peaks of the only program at `at`: checked out, connections.
+    fn peaks(s: &SqlaStore, at: Instant) -> (f64, f64) {
+        let p = one(s, at);
+        (p.checked_out_peak, p.connections_peak)
+    }
+
+    #[test]
+    fn a_burst_between_scrapes_is_the_peak_for_the_window() {
+        // The default window: 1 minute in buckets of 10 s.
+        let mut s = store();
+        let t0 = Now::wall();
+        let at = |secs: u64| t0.after(Duration::from_secs(secs));
+        // Two workers at 1 and 2 checked out; one bursts to 10 for 4 s.
+        s.apply(&pool_rec("api", "1:aaaaaa", 100, 1.0, 5.0), at(0))
+            .unwrap();
+        s.apply(&pool_rec("api", "2:bbbbbb", 100, 2.0, 5.0), at(0))
+            .unwrap();
+        s.apply(&pool_rec("api", "1:aaaaaa", 102, 10.0, 12.0), at(2))
+            .unwrap();
+        s.apply(&pool_rec("api", "1:aaaaaa", 104, 10.0, 12.0), at(4))
+            .unwrap();
+        s.apply(&pool_rec("api", "2:bbbbbb", 104, 2.0, 5.0), at(4))
+            .unwrap();
+        s.apply(&pool_rec("api", "1:aaaaaa", 106, 1.0, 12.0), at(6))
+            .unwrap();
+        // A scrape at 7 s sees 3 checked out now, 12 at the burst's height.
+        let p = one(&s, at(7).at);
+        assert_eq!((p.pool.checkedout, p.pool.connections), (3.0, 17.0));
+        assert_eq!(peaks(&s, at(7).at), (12.0, 17.0));
+        // Both keep reporting; the burst stays the peak for the window
+        // (its bucket, 0–10 s, leaves at 70 s).
+        for (n, t) in (8..=68).step_by(2).enumerate() {
+            let time = 108 + 2 * n as u64;
+            s.apply(&pool_rec("api", "1:aaaaaa", time, 1.0, 12.0), at(t))
+                .unwrap();
+            s.apply(&pool_rec("api", "2:bbbbbb", time, 2.0, 5.0), at(t))
+                .unwrap();
+            s.sweep(at(t).at);
+        }
+        assert_eq!(peaks(&s, at(69).at), (12.0, 17.0));
+        assert_eq!(peaks(&s, at(70).at), (3.0, 17.0));
+    }
+
+    #[test]
+    fn a_dead_process_leaves_the_peak_a_window_after_its_expiry_is_counted() {
+        let mut s = store();
+        let t0 = Now::wall();
+        let at = |secs: u64| t0.after(Duration::from_secs(secs));
+        s.apply(&pool_rec("api", "1:aaaaaa", 100, 4.0, 6.0), at(0))
+            .unwrap();
+        s.apply(&pool_rec("api", "2:bbbbbb", 100, 1.0, 1.0), at(0))
+            .unwrap();
+        // Worker 1 stops; worker 2 goes on. Worker 1 is dead 6 s after its
+        // report (3 intervals of 2 s) and leaves the held sums at the sweep.
+        for t in (2..=30).step_by(2) {
+            s.apply(&pool_rec("api", "2:bbbbbb", 100 + t, 1.0, 1.0), at(t))
+                .unwrap();
+            s.sweep(at(t).at);
+        }
+        let p = one(&s, at(30).at);
+        assert_eq!((p.processes, p.pool.checkedout), (1, 1.0));
+        assert_eq!(peaks(&s, at(30).at), (5.0, 7.0));
+        // Its expiry was counted at the sweep at 6 s, in the bucket of 0–10 s.
+        assert_eq!(peaks(&s, at(69).at), (5.0, 7.0));
+        assert_eq!(peaks(&s, at(70).at), (1.0, 1.0));
+    }
+
+    #[test]
+    fn the_peak_is_never_below_the_gauges() {
+        let mut s = store();
+        let t0 = Now::wall();
+        s.apply(&pool_rec("api", "1:aaaaaa", 100, 3.0, 4.0), t0)
+            .unwrap();
+        assert_eq!(peaks(&s, t0.at), (3.0, 4.0));
+        // A scrape whose clock was read before the report's.
+        assert_eq!(peaks(&s, t0.at - Duration::from_millis(1)), (3.0, 4.0));
+        // Long after, with the process still reporting the same.
+        let later = t0.after(3600 * S);
+        s.apply(&pool_rec("api", "1:aaaaaa", 3700, 3.0, 4.0), later)
+            .unwrap();
+        assert_eq!(peaks(&s, later.at), (3.0, 4.0));
+    }
+
+    #[test]
+    fn a_process_that_comes_back_after_its_expiry_counts_again() {
+        let mut s = store();
+        let t0 = Now::wall();
+        let at = |secs: u64| t0.after(Duration::from_secs(secs));
+        s.apply(&pool_rec("api", "1:aaaaaa", 100, 2.0, 2.0), at(0))
+            .unwrap();
+        s.sweep(at(7).at);
+        assert_eq!(
+            s.programs[0].as_ref().map(|p| p.peaks.held()),
+            Some([0.0; 2])
+        );
+        // Its totals bring it back with the pool it last reported.
+        s.apply(&totals_rec("api", "1:aaaaaa", 108, [1, 0, 1, 0]), at(8))
+            .unwrap();
+        assert_eq!(
+            s.programs[0].as_ref().map(|p| p.peaks.held()),
+            Some([2.0; 2])
+        );
+        s.apply(&pool_rec("api", "1:aaaaaa", 110, 3.0, 3.0), at(10))
+            .unwrap();
+        assert_eq!(
+            s.programs[0].as_ref().map(|p| p.peaks.held()),
+            Some([3.0; 2])
+        );
+        assert_eq!(peaks(&s, at(10).at), (3.0, 3.0));
+    }
+
+    #[test]
+    fn the_peak_window_is_the_flag() {
+        let f = Freshness {
+            peak_window: Duration::from_secs(6),
+            ..Freshness::default()
+        };
+        let mut s = SqlaStore::new(f, Limits::default());
+        let t0 = Now::wall();
+        let at = |secs: u64| t0.after(Duration::from_secs(secs));
+        s.apply(&pool_rec("api", "1:aaaaaa", 100, 9.0, 9.0), at(0))
+            .unwrap();
+        s.apply(&pool_rec("api", "1:aaaaaa", 101, 1.0, 9.0), at(1))
+            .unwrap();
+        // Buckets of 1 s: the 9 of 0–2 s leaves at 8 s.
+        assert_eq!(peaks(&s, at(7).at), (9.0, 9.0));
+        assert_eq!(peaks(&s, at(8).at), (1.0, 9.0));
+    }
+
+    #[test]
+    fn relayed_gauges_make_the_relays_peak() {
+        let mut s = store();
+        let t0 = Now::wall();
+        let g = |index, value| RelayStat::Gauge { index, value };
+        s.apply(&relay_rec(100, g(1, 7.0)), t0).unwrap();
+        s.apply(&relay_rec(100, g(4, 8.0)), t0).unwrap();
+        s.apply(&relay_rec(110, g(1, 2.0)), t0.after(10 * S))
+            .unwrap();
+        let p = one(&s, t0.after(10 * S).at);
+        assert_eq!((p.pool.checkedout, p.checked_out_peak), (2.0, 7.0));
+        assert_eq!((p.pool.connections, p.connections_peak), (8.0, 8.0));
+    }
+
+    #[test]
+    fn an_evicted_process_leaves_the_sums() {
+        let limits = Limits {
+            max_processes: 2,
+            ..Limits::default()
+        };
+        let mut s = SqlaStore::new(Freshness::default(), limits);
+        let t0 = Now::wall();
+        s.apply(&pool_rec("api", "1:aaaaaa", 100, 2.0, 2.0), t0)
+            .unwrap();
+        s.apply(&pool_rec("api", "1:aaaaaa", 102, 2.0, 2.0), t0.after(2 * S))
+            .unwrap();
+        s.apply(&pool_rec("api", "2:bbbbbb", 100, 5.0, 5.0), t0)
+            .unwrap();
+        // A third makes room out of the once-seen second.
+        s.apply(&pool_rec("api", "3:cccccc", 100, 1.0, 1.0), t0.after(2 * S))
+            .unwrap();
+        assert_eq!(s.stats.processes_evicted, 1);
+        assert_eq!(
+            s.programs[0].as_ref().map(|p| p.peaks.held()),
+            Some([3.0; 2])
         );
     }
 }

@@ -213,6 +213,7 @@ impl SqlaStore {
                 clock_steps: p.clock_steps,
                 source: program.source,
                 created: program.created,
+                peaks: program.peaks.clone(),
             };
             let mut live_until = Tick::default();
             for sp in p.processes {
@@ -254,6 +255,16 @@ impl SqlaStore {
                 program.live_until = program.live_until.max(live_until);
             }
         }
+        // The peaks start over from the restored sums.
+        let mut held = vec![[0.0f64; 2]; store.programs.len()];
+        for (id, p) in &store.processes {
+            if let Some(sum) = held.get_mut(id.program as usize) {
+                let load = p.load();
+                sum[0] += load[0];
+                sum[1] += load[1];
+            }
+        }
+        store.hold(&held, now.at);
         store
     }
 }
@@ -289,6 +300,22 @@ mod tests {
 
     fn totals(t: [u64; 4]) -> Sample {
         Sample::Cumulative(Cumulative::Totals(t))
+    }
+
+    #[test]
+    fn a_restored_store_holds_the_restored_gauges_for_its_peaks() {
+        let (f, l) = (Freshness::default(), Limits::default());
+        let mut s = SqlaStore::new(f, l);
+        let t0 = Now::wall();
+        s.apply(&rec("100:abcdef", 100, pool(3.0)), t0).unwrap();
+        let saved = s.save(t0.after(Duration::from_secs(1)));
+        let later = t0.after(Duration::from_secs(2));
+        let mut r = SqlaStore::restore(saved, f, l, later);
+        r.apply(&rec("100:abcdef", 103, pool(1.0)), later).unwrap();
+        let held = r.programs[0].as_ref().map(|p| p.peaks.held());
+        assert_eq!(held, Some([1.0, 4.0]));
+        let p = r.snapshot(later.at).programs[0].clone();
+        assert_eq!((p.checked_out_peak, p.connections_peak), (3.0, 4.0));
     }
 
     #[test]
