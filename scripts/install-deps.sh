@@ -21,9 +21,12 @@ missing=()
 # tmux: tests/top.rs drives the terminal UI in it; curl is the HTTPS client of
 # tests/web_config.rs;
 # systemd (systemd-analyze), zsh, fish, groff-base, man-db: tests/packaging.rs checks the
-# systemd unit, the completion scripts and the manual page with them.
+# systemd unit, the completion scripts and the manual page with them;
+# postgresql (the server, initdb and psql under /usr/lib/postgresql/*/bin) and
+# pgbouncer: tests/database.rs starts both in temporary directories of its own.
 for pkg in prometheus prometheus-alertmanager collectd-core libyajl2 libpython3.11 \
-  libmicrohttpd12 libprotobuf-c1 tmux curl systemd zsh fish groff-base man-db; do
+  libmicrohttpd12 libprotobuf-c1 tmux curl systemd zsh fish groff-base man-db \
+  postgresql pgbouncer; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)

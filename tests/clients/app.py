@@ -34,6 +34,12 @@ the moment of the fork. A STATE holds
   (open connections neither held nor detached, i.e. sitting in a pool).
 
 Usage: app.py SCENARIO --port UDP_PORT --workdir DIR [--host NAME]
+              [--url URL --program NAME --hold N --idle N]
+
+Scenario "postgres" (tests/database.rs) connects to a real PostgreSQL, or to
+PgBouncer in front of it, at --url (psycopg2), as program --program, which is
+also the connections' application_name; it holds --hold connections checked
+out and --idle in its pool.
 
 Scenario "eventlet" runs under eventlet.monkey_patch(), as OpenStack services
 do (patched before anything else is imported); "asyncio" drives an
@@ -176,6 +182,41 @@ class Program:
         )
         self.listen(engine.sync_engine)
         return engine
+
+    def postgres_engine(self, url, pool_size):
+        """An engine on PostgreSQL (psycopg2) whose connections carry the
+        program name as their application_name, so that the server's
+        pg_stat_activity can attribute them (as far as it can)."""
+        url = sa.engine.make_url(url).update_query_dict(
+            {
+                "plugin": "collectd",
+                "collectd_host": "127.0.0.1",
+                "collectd_port": str(ARGS.port),
+                "collectd_program_name": self.name,
+                "collectd_report_host": self.host,
+            }
+        )
+        engine = sa.create_engine(
+            url,
+            connect_args={"application_name": self.name},
+            poolclass=QueuePool,
+            pool_size=pool_size,
+            max_overflow=0,
+        )
+        self.listen(engine)
+        return engine
+
+    def checkout_committed(self, engine, n):
+        """Checks out n connections at once, each running one statement in
+        a transaction that it commits: held between transactions, as an
+        application holds a connection between requests, so that through
+        PgBouncer in transaction mode none of them keeps a server
+        connection."""
+        for _ in range(n):
+            conn = engine.connect()
+            conn.exec_driver_sql("select 1").fetchall()
+            conn.commit()
+            self.held.append(conn)
 
     async def checkout_async(self, engine, n=1):
         for _ in range(n):
@@ -568,6 +609,19 @@ def scenario_asyncio():
     phase("one_returned")
 
 
+def scenario_postgres():
+    """For tests/database.rs: program ARGS.program on PostgreSQL (directly
+    or through PgBouncer, ARGS.url) checks out hold + idle connections at
+    once, then gives idle of them back to its pool: hold checked out, idle
+    checked in, all of them open. It holds that state (the client keeps
+    reporting it) until the test ends."""
+    p = program(ARGS.program)
+    e = p.postgres_engine(ARGS.url, pool_size=ARGS.hold + ARGS.idle)
+    p.checkout_committed(e, ARGS.hold + ARGS.idle)
+    p.give_back(ARGS.idle)
+    phase("holding")
+
+
 SCENARIOS = {
     "eventlet": scenario_eventlet,
     "asyncio": scenario_asyncio,
@@ -581,6 +635,7 @@ SCENARIOS = {
     "relay": scenario_relay,
     "dashboards": scenario_dashboards,
     "saturate": scenario_saturate,
+    "postgres": scenario_postgres,
 }
 
 
@@ -591,6 +646,11 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--host", default="itest")
+    # Scenario "postgres" only.
+    ap.add_argument("--url")
+    ap.add_argument("--program")
+    ap.add_argument("--hold", type=int, default=0)
+    ap.add_argument("--idle", type=int, default=0)
     ARGS = ap.parse_args()
     SCENARIOS[ARGS.scenario]()
     # Workers get EOF on their pipes and leave; nothing to clean up.

@@ -245,6 +245,12 @@ pub struct App {
 impl App {
     /// Starts `app.py <scenario>` sending to 127.0.0.1:`port` as `host`.
     pub fn start(scenario: &str, port: u16, host: &str) -> App {
+        App::start_with(scenario, port, host, &[])
+    }
+
+    /// [`App::start`] with the scenario's own arguments `extra` (e.g.
+    /// `--url` of scenario "postgres").
+    pub fn start_with(scenario: &str, port: u16, host: &str, extra: &[&str]) -> App {
         let python = python();
         let workdir = super::TempDir::new("app", scenario);
         let script = super::repo().join("tests/clients/app.py");
@@ -255,6 +261,7 @@ impl App {
             .arg("--workdir")
             .arg(workdir.path())
             .args(["--host", host])
+            .args(extra)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())

@@ -7,7 +7,8 @@
 //! and paces load (the load generator, the benchmark, the soak test),
 //! [`process`] reaps children and reads their logs, [`daemon`] starts
 //! Prometheus and Alertmanager, [`client`] drives the real Python client
-//! (`tests/clients/app.py`), [`pki`] makes certificates for TLS.
+//! (`tests/clients/app.py`), [`pki`] makes certificates for TLS, [`postgres`]
+//! starts PostgreSQL and PgBouncer and queries them.
 //!
 //! Nothing here is part of the exporter's library; each user takes what it
 //! needs of it.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod daemon;
 pub mod load;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 
 use sqlalchemy_collectd_exporter::config::Config;
