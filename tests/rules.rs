@@ -344,7 +344,7 @@ fn recording_rules_are_the_contract() {
     }
     assert_eq!(
         contract.len(),
-        7,
+        8,
         "recording rules in the contract: {contract:?}"
     );
     let rules = rules();
@@ -372,7 +372,7 @@ fn alerts_are_the_contract_with_labels_annotations_and_runbook() {
         .filter(|w| w.starts_with("SQLAlchemy"))
         .map(str::to_string)
         .collect();
-    assert_eq!(contract.len(), 12, "alerts in the contract: {contract:?}");
+    assert_eq!(contract.len(), 13, "alerts in the contract: {contract:?}");
     let runbook = read("docs/runbook.md");
     let unit_tests: String = test_files().iter().map(|f| read(f)).collect();
 

@@ -36,6 +36,8 @@ fuzz_target!(|data: &[u8]| {
                     connections_max: None,
                     clock_offset_seconds: None,
                     clock_steps: 0,
+                    checked_out_peak: 0.0,
+                    connections_peak: 3.0,
                 })
                 .collect();
             let databases = capacity.apply(&mut programs);
