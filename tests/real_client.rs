@@ -154,6 +154,50 @@ fn checkouts_and_checkins_are_exported_exactly() {
     );
 }
 
+/// A burst the scrape no longer sees stays in the peak gauges for
+/// `--peak-window`, then leaves: the peak is the most the exporter saw the
+/// app hold, computed from the app's own reports.
+#[test]
+fn the_peak_keeps_what_the_pool_held_for_the_window() {
+    let window = Duration::from_secs(6);
+    let exporter = common::start(&["--peak-window", "6s"]);
+    let mut app = App::start("checkout", exporter.udp.port(), HOST);
+    let (name, peak) = ("checkout", "sqlalchemy_connections_checked_out_peak");
+    let mut most = 0.0f64;
+    let mut last = BTreeMap::new();
+    walk(
+        &exporter,
+        &mut app,
+        &["init", "three_out", "one_returned"],
+        |r, s| {
+            let v = only(r, name);
+            most = most.max(v.own.held as f64);
+            let out = common::sqla(s, "sqlalchemy_connections_checked_out", HOST, name);
+            assert_eq!(out, Some(v.own.held as f64), "{}", r.phase);
+            // The scrape that first shows the phase: what was held before
+            // it is still within the window.
+            assert_eq!(common::sqla(s, peak, HOST, name), Some(most), "{}", r.phase);
+            assert_eq!(
+                common::sqla(s, "sqlalchemy_connections_peak", HOST, name),
+                common::sqla(s, "sqlalchemy_connections", HOST, name),
+                "{}",
+                r.phase
+            );
+            last = s.clone();
+        },
+    );
+    let held = common::sqla(&last, "sqlalchemy_connections_checked_out", HOST, name);
+    assert!(held < Some(most), "{held:?} then {most}");
+    // Within the window and a bucket (7 s) plus a report period, the peak
+    // is what is held now.
+    common::scrape_until(
+        exporter.http,
+        &format!("{peak} back to {held:?}"),
+        window * 2 + Duration::from_secs(5),
+        |s| common::sqla(s, peak, HOST, name) == held,
+    );
+}
+
 /// The checkout scenario in another runtime: the exporter shows the same
 /// exactly.
 fn three_out_one_returned(scenario: &str) {
