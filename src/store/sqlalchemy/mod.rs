@@ -732,13 +732,17 @@ impl SqlaStore {
             // A second report of a kind (a second cycle of the client's)
             // confirms the process: never evicted to make room.
             let seen = process.reported(report.sample);
-            let before = process.load();
+            // Only gauges change the held sums, or any report of a process
+            // whose expiry was counted (it comes back).
+            let loads = matches!(report.sample, Sample::Pool(_) | Sample::Relay(_))
+                || process.has(EXPIRY_COUNTED);
+            let before = if loads { process.load() } else { [0.0; 2] };
             let result = p.update(process, report, time, live_until, now.unix);
             if result.is_ok() {
                 if seen {
                     process.flags |= CONFIRMED;
                 }
-                let after = process.load();
+                let after = if loads { process.load() } else { before };
                 if after != before {
                     p.peaks
                         .add([after[0] - before[0], after[1] - before[1]], bucket());
