@@ -27,6 +27,7 @@
 //! * a host/program with no live process stays (zero gauges, counters kept)
 //!   until `forget_after`, then is removed.
 
+pub mod processes;
 pub mod saved;
 
 use crate::collectd::{CdTime, HR_PER_SECOND};
