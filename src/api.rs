@@ -8,6 +8,8 @@
 //! both `Serialize` and `Deserialize`, so the `top` client reads exactly what
 //! this module writes; `top` depends on nothing else of the server.
 
+pub mod processes;
+
 use crate::store::sqlalchemy::ProgramSnapshot;
 use serde::{Deserialize, Serialize};
 

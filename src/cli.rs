@@ -192,8 +192,8 @@ pub struct Args {
           value_parser = at_least_one)]
     pub max_connections: usize,
 
-    /// Most scrapes (the telemetry path and /api/v1/pools) answered at once; more get 503
-    /// until one has been sent whole. 0 for no limit.
+    /// Most scrapes (the telemetry path, /api/v1/pools and /api/v1/processes) answered at once;
+    /// more get 503 until one has been sent whole. 0 for no limit.
     #[arg(long = "web.max-requests", value_name = "N", default_value_t = HttpLimits::default().max_requests)]
     pub max_requests: usize,
 

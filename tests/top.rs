@@ -59,6 +59,9 @@ struct Sent {
     /// checkouts, invalidated, connects, disconnects.
     totals: [u64; 4],
     interval: f64,
+    /// The most checked out and connections summed over the processes after
+    /// any datagram, in the order sent (all are live while replayed).
+    peak: [f64; 2],
 }
 
 /// Host, program, process token, type.
@@ -66,19 +69,35 @@ type ValueListKey = (String, String, String, String);
 
 fn sent(scenario: &str) -> BTreeMap<(String, String), Sent> {
     let mut last: BTreeMap<ValueListKey, (Vec<Value>, f64)> = BTreeMap::new();
+    let mut peaks: BTreeMap<(String, String), [f64; 2]> = BTreeMap::new();
     for d in common::datagrams(scenario) {
         let packet = decode(&Bytes::from(d)).expect("captured datagrams decode");
         for vl in packet.value_lists {
             let id = &vl.id;
+            let (host, program) = (id.host.as_str(), id.plugin_instance.as_str());
             last.insert(
                 (
-                    id.host.as_str().to_owned(),
-                    id.plugin_instance.as_str().to_owned(),
+                    host.to_owned(),
+                    program.to_owned(),
                     id.type_instance.as_str().to_owned(),
                     id.type_.as_str().to_owned(),
                 ),
                 (vl.values.iter().collect(), vl.interval.as_secs_f64()),
             );
+            let mut held = [0.0; 2];
+            for ((h, p, _, t), (values, _)) in &last {
+                if (h.as_str(), p.as_str(), t.as_str()) == (host, program, "sqlalchemy_pool") {
+                    for (sum, i) in held.iter_mut().zip([1, 4]) {
+                        if let Some(Value::Gauge(g)) = values.get(i) {
+                            *sum += g;
+                        }
+                    }
+                }
+            }
+            let peak = peaks
+                .entry((host.to_owned(), program.to_owned()))
+                .or_default();
+            *peak = [peak[0].max(held[0]), peak[1].max(held[1])];
         }
     }
     let mut out: BTreeMap<(String, String), Sent> = BTreeMap::new();
@@ -100,6 +119,9 @@ fn sent(scenario: &str) -> BTreeMap<(String, String), Sent> {
     }
     for (k, t) in tokens {
         out.get_mut(&k).expect("program").processes = t.len() as u64;
+    }
+    for (k, peak) in peaks {
+        out.get_mut(&k).expect("program").peak = peak;
     }
     out
 }
@@ -172,6 +194,8 @@ fn pools_document_is_exactly_what_was_sent() {
                 "checked_out": checked_out as u64,
                 "checked_in": checked_in as u64,
                 "detached": detached as u64,
+                "connections_peak": s.peak[1] as u64,
+                "checked_out_peak": s.peak[0] as u64,
                 "checkouts": checkouts,
                 "invalidations": invalidations,
                 "connects": connects,
@@ -269,15 +293,16 @@ fn once_table(stdout: &str, elapsed: f64) -> String {
             .get(i + 1)
             .unwrap_or_else(|| panic!("row {i} in\n{stdout}"));
         let age = line.split_whitespace().nth(3).expect("AGE/INT cell");
-        // One fetch: no change or rate yet, and the peak is the value.
+        // One fetch: no change or rate yet; the peaks are the exporter's.
+        let [out_peak, connections_peak] = s.peak;
         rows.push([
             host,
             program.clone(),
             "live".into(),
             check_age(age, &format!("{}", s.interval), elapsed + 0.05),
             format!("{}/{}", s.processes, s.processes),
-            format!("{connections}/{connections}/-"),
-            format!("{checked_out}/{checked_out}/-"),
+            format!("{connections}/{connections_peak}/-"),
+            format!("{checked_out}/{out_peak}/-"),
             "-".into(),
             "-".into(),
             if program == "forkapp" {
@@ -309,6 +334,189 @@ fn top_once_prints_the_table_of_what_was_sent() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     println!("{stdout}");
     assert_eq!(stdout, once_table(&stdout, elapsed));
+}
+
+/// One process of a capture: its token, its last pool gauges and totals,
+/// its interval and the client time of its last value list.
+#[derive(Debug, Default)]
+struct SentProcess {
+    token: String,
+    pool: [f64; 5],
+    totals: [u64; 4],
+    interval: f64,
+    time: f64,
+}
+
+/// Every process of `host`/`program` in a capture.
+fn sent_processes(scenario: &str, host: &str, program: &str) -> Vec<SentProcess> {
+    let mut out: BTreeMap<String, SentProcess> = BTreeMap::new();
+    for d in common::datagrams(scenario) {
+        let packet = decode(&Bytes::from(d)).expect("captured datagrams decode");
+        for vl in packet.value_lists {
+            let id = &vl.id;
+            if id.host.as_str() != host || id.plugin_instance.as_str() != program {
+                continue;
+            }
+            let token = id.type_instance.as_str().to_owned();
+            let p = out.entry(token.clone()).or_insert_with(|| SentProcess {
+                token,
+                ..SentProcess::default()
+            });
+            p.interval = vl.interval.as_secs_f64();
+            p.time = p.time.max(vl.time.as_secs_f64());
+            for (i, v) in vl.values.iter().enumerate() {
+                match (id.type_.as_str(), v) {
+                    ("sqlalchemy_pool", Value::Gauge(g)) => p.pool[i] = g,
+                    ("sqlalchemy_totals", Value::Derive(d)) => {
+                        p.totals[i] = u64::try_from(d).expect("totals are positive")
+                    }
+                    other => panic!("unexpected value list {other:?}"),
+                }
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
+/// Columns of a plain table of any width: two spaces between, the `text`
+/// columns left, the others right.
+fn plain_table(rows: &[Vec<String>], text: &[usize]) -> String {
+    let mut widths = vec![0usize; rows[0].len()];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if text.contains(&i) {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+const PROCESS_TITLES: [&str; 14] = [
+    "PID",
+    "TOKEN",
+    "STATE",
+    "AGE/INT",
+    "POOLS",
+    "CONNS",
+    "OUT",
+    "IN",
+    "DET",
+    "CKOUTS",
+    "CKOUT/S",
+    "INVAL",
+    "CONN/DISC",
+    "CLOCK",
+];
+
+/// Checks a CLOCK cell (`-12.3s`): within 0.1 s of `lo..=hi`; returns it.
+fn check_clock(cell: &str, lo: f64, hi: f64) -> String {
+    let offset = cell
+        .strip_suffix('s')
+        .and_then(|o| o.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("CLOCK cell {cell:?}"));
+    assert!(
+        (lo - 0.1..=hi + 0.1).contains(&offset),
+        "clock offset {offset} outside {lo}..={hi}"
+    );
+    cell.to_owned()
+}
+
+#[test]
+fn top_once_processes_prints_each_process_of_the_program() {
+    let dir = TempDir::new("top", "once-processes");
+    let (e, sent_at) = replayed(&dir);
+    let settled = unix_now();
+    let ((host, program), _) = sent(CAPTURE)
+        .into_iter()
+        .max_by_key(|(_, s)| s.processes)
+        .expect("a program");
+    let mut processes = sent_processes(CAPTURE, &host, &program);
+    assert!(processes.len() > 1, "a program of several processes");
+    let pid = |p: &SentProcess| -> u32 {
+        p.token
+            .split_once(':')
+            .and_then(|(pid, _)| pid.parse().ok())
+            .expect("the client's token")
+    };
+    // Most checked out first, then by pid: what the exporter sorts by.
+    processes.sort_by(|a, b| b.pool[1].total_cmp(&a.pool[1]).then(pid(a).cmp(&pid(b))));
+
+    let out = top(&[
+        "--once",
+        "--url",
+        &format!("http://{}", e.http),
+        "--processes",
+        &format!("{host}/{program}"),
+    ]);
+    let elapsed = unix_now() - sent_at;
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(out.status.success());
+    println!("{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let mut rows = vec![PROCESS_TITLES.map(str::to_owned).to_vec()];
+    for (i, p) in processes.iter().enumerate() {
+        let cells: Vec<&str> = lines
+            .get(i + 1)
+            .unwrap_or_else(|| panic!("row {i} in\n{stdout}"))
+            .split_whitespace()
+            .collect();
+        let [pools, checked_out, checked_in, detached, connections] = p.pool;
+        let [checkouts, invalidations, connects, disconnects] = p.totals;
+        rows.push(vec![
+            pid(p).to_string(),
+            p.token.clone(),
+            "live".into(),
+            check_age(cells[3], &format!("{}", p.interval), elapsed + 0.05),
+            format!("{pools}"),
+            format!("{connections}"),
+            format!("{checked_out}"),
+            format!("{checked_in}"),
+            format!("{detached}"),
+            checkouts.to_string(),
+            "-".into(),
+            invalidations.to_string(),
+            format!("{connects}/{disconnects}"),
+            check_clock(cells[13], p.time - settled, p.time - sent_at),
+        ]);
+    }
+    assert_eq!(stdout, plain_table(&rows, &[1, 2]));
+
+    // An unknown program is the exporter's 404, in one line.
+    let url = format!("http://{}", e.http);
+    let out = top(&["--once", "--url", &url, "--processes", "nohost/noprogram"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: {url}/api/v1/processes?host=nohost&program=noprogram&sort=checked_out&offset=0&limit=1000: \
+             HTTP 404 Not Found: no host \"nohost\" with program \"noprogram\": never seen, or forgotten after --forget-after\n"
+        )
+    );
+    let out = top(&["--once", "--url", &url, "--processes", "no-slash"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"no-slash\": must be HOST/PROGRAM (e.g. web1/api)"),
+        "{stderr}"
+    );
 }
 
 const USER: &str = "alice";
@@ -594,6 +802,7 @@ fn top_in_tmux_follows_the_real_client() {
 
     let mut app = App::start("checkout", e.udp.port(), HOST);
     let (mut peak_connections, mut peak_out) = (0, 0);
+    let mut app_view = None;
     let mut last = String::new();
     for (i, phase) in ["init", "three_out", "one_returned"].iter().enumerate() {
         if i > 0 {
@@ -603,6 +812,7 @@ fn top_in_tmux_follows_the_real_client() {
         let [v] = &report.live[..] else {
             panic!("one process expected: {report:?}")
         };
+        app_view = Some(v.clone());
         let s = v.client_state();
         peak_connections = peak_connections.max(s.open);
         peak_out = peak_out.max(s.held);
@@ -655,6 +865,67 @@ fn top_in_tmux_follows_the_real_client() {
         ])
     );
 
+    // Enter opens the selected (the only) row's processes: the app's one
+    // process, its pid, exactly its pool and totals; settled, so no
+    // checkouts per second.
+    let v = app_view.expect("the app's last report");
+    let s = v.client_state();
+    let enter = tmux.run(&["send-keys", "-t", "top", "Enter"]);
+    assert!(enter.status.success(), "{enter:?}");
+    let want = [
+        v.pid.to_string(),
+        String::new(),
+        "live".into(),
+        String::new(),
+        v.engines.to_string(),
+        s.open.to_string(),
+        s.held.to_string(),
+        (s.idle + u64::from(s.none_checkins > 0)).to_string(),
+        s.detached.to_string(),
+        s.checkouts.to_string(),
+        "0.0".into(),
+        s.invalidations.to_string(),
+        format!("{}/{}", s.connects, s.disconnects),
+        String::new(),
+    ];
+    let (token, age, clock) = common::poll(
+        Duration::from_secs(20),
+        &format!("the process row {want:?} on screen"),
+        || {
+            last = tmux.screen();
+            let mut cells = last.lines().find_map(|l| {
+                let cells: Vec<String> = l.split_whitespace().map(str::to_owned).collect();
+                (cells.len() == 14 && cells[0] == v.pid.to_string()).then_some(cells)
+            })?;
+            let token = std::mem::take(&mut cells[1]);
+            let age = std::mem::take(&mut cells[3]);
+            let clock = std::mem::take(&mut cells[13]);
+            (cells == want).then_some((token, age, clock))
+        },
+    );
+    assert!(token.starts_with(&format!("{}:", v.pid)), "{token}");
+    check_age(&age, "2", 3.0);
+    // The client and the exporter share this machine's clock; the client
+    // sends whole seconds.
+    check_clock(&clock, -1.5, 0.5);
+    println!("top's process view in tmux (160x40):\n{last}");
+    let title = last.lines().next().unwrap_or_default();
+    assert!(
+        title.starts_with(&format!(
+            "http://{} — processes of {HOST}/{PROGRAM} — ",
+            e.http
+        )) && title.ends_with(" — 1 tracked, 1 live"),
+        "{title}"
+    );
+    let process_screen = last.clone();
+    // Esc goes back to the programs.
+    let esc = tmux.run(&["send-keys", "-t", "top", "Escape"]);
+    assert!(esc.status.success(), "{esc:?}");
+    common::poll(Duration::from_secs(10), "the programs again", || {
+        last = tmux.screen();
+        row(&last, HOST, PROGRAM)
+    });
+
     let sent = tmux.run(&["send-keys", "-t", "top", "q"]);
     assert!(sent.status.success(), "{sent:?}");
     let code = common::poll(Duration::from_secs(10), "top to exit after q", || {
@@ -666,13 +937,15 @@ fn top_in_tmux_follows_the_real_client() {
     common::poll(Duration::from_secs(10), "the tmux session to end", || {
         (!tmux.run(&["has-session", "-t", "top"]).status.success()).then_some(())
     });
-    save_screen(&last);
+    save_screen(&last, "docs/top-screen.txt");
+    save_screen(&process_screen, "docs/top-processes-screen.txt");
 }
 
-/// Keeps the last screen for the docs (`docs/top-screen.txt`) when asked.
-fn save_screen(screen: &str) {
+/// Keeps a screen for the docs (`docs/top-screen.txt`,
+/// `docs/top-processes-screen.txt`) when asked.
+fn save_screen(screen: &str, file: &str) {
     if std::env::var_os("UPDATE_SCREEN").is_some() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/top-screen.txt");
-        std::fs::write(path, screen).expect("write docs/top-screen.txt");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        std::fs::write(path, screen).unwrap_or_else(|e| panic!("write {file}: {e}"));
     }
 }

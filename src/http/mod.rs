@@ -1,7 +1,8 @@
 //! HTTP: the router and its handlers. `/metrics` (or
 //! `--web.telemetry-path`) encodes a scrape in the Prometheus text format or
 //! OpenMetrics as the scraper's `Accept` asks, gzipped when asked;
-//! `/api/v1/pools` is the same snapshot as JSON; `/` is a landing page,
+//! `/api/v1/pools` is the same snapshot as JSON, `/api/v1/processes` one
+//! host/program's processes; `/` is a landing page,
 //! `/-/healthy` and `/-/ready` health checks, `POST /-/reload` re-reads every
 //! file; `POST /collectd-post` takes collectd's write_http JSON. TLS, basic
 //! auth and headers come from the web config file; the accept loop, its
@@ -34,7 +35,7 @@ use std::sync::Arc;
 /// What the handlers share; each takes its own part (`FromRef`).
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// `/metrics` and `/api/v1/pools`.
+    /// `/metrics`, `/api/v1/pools` and `/api/v1/processes`.
     pub sources: Arc<Sources>,
     /// `POST /collectd-post`.
     pub sink: Arc<Sink>,
@@ -79,6 +80,10 @@ pub fn router(
     }
     if serves_api {
         router = router.route(crate::api::PATH, get(api::pools).layer(limited()));
+    }
+    let processes = crate::api::processes::PATH;
+    if telemetry_path != processes && push_path != processes {
+        router = router.route(processes, get(api::processes).layer(limited()));
     }
     let router = router
         .route(telemetry_path, get(metrics::metrics).layer(limited()))

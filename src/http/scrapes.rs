@@ -1,6 +1,7 @@
-//! `--web.max-requests`: at most that many scrapes (the telemetry path and
-//! `/api/v1/pools`) answered at once, as node_exporter's flag of the same
-//! name; one more is answered 503 at once and counted
+//! `--web.max-requests`: at most that many scrapes (the telemetry path,
+//! `/api/v1/pools` and `/api/v1/processes`) answered at once, as
+//! node_exporter's flag of the same name; one more is answered 503 at once
+//! and counted
 //! (`http_requests_refused_total{reason="max_requests"}`).
 //!
 //! A scrape holds its slot from its head until hyper has taken the last of

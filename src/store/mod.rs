@@ -126,6 +126,20 @@ impl Stores {
         lock(&self.sqla).snapshot_unsorted(now)
     }
 
+    /// One page of a host/program's processes (`GET /api/v1/processes`):
+    /// selected under the lock, which copies the page only.
+    pub fn sqla_processes(
+        &self,
+        host: &str,
+        program: &str,
+        now: Instant,
+        order: sqlalchemy::processes::ProcessOrder,
+        offset: usize,
+        limit: usize,
+    ) -> Option<sqlalchemy::processes::ProcessList> {
+        lock(&self.sqla).processes(host, program, now, order, offset, limit)
+    }
+
     /// What a scrape copies out of the generic store (naming comes after).
     pub fn generic_live(&self, now: Instant) -> collectd::Live {
         lock(&self.generic).live(now)

@@ -1,11 +1,15 @@
 //! Fetches `GET /api/v1/pools` from a running exporter over HTTP or HTTPS
 //! (rustls with the ring provider; `--ca-file` adds the CA to trust, else the
 //! webpki roots; `--cert-file`/`--key-file` a client certificate for an
-//! exporter that requires one), with basic auth when a user is given. Hands
-//! on a [`Pools`] document or a one-line [`FetchError`].
+//! exporter that requires one), with basic auth when a user is given; and
+//! `GET /api/v1/processes` of one host/program. Hands on a [`Pools`] or a
+//! [`Processes`] document, or a one-line [`FetchError`] (with the
+//! exporter's own reason for a 400 or 404).
 
+use crate::api::processes::{ApiError, Processes, Query, Sort};
 use crate::api::{PATH, Pools};
 use base64::Engine;
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig};
@@ -71,6 +75,8 @@ pub enum SetupError {
 pub struct FetchError {
     pub url: String,
     pub reason: String,
+    /// The HTTP status, when the exporter answered with an error.
+    pub status: Option<u16>,
 }
 
 /// What the client needs from the command line.
@@ -90,6 +96,8 @@ pub struct Options {
 
 pub struct Client {
     agent: ureq::Agent,
+    /// The exporter's address, without a trailing slash.
+    base: String,
     url: String,
     authorization: Option<String>,
 }
@@ -148,6 +156,7 @@ impl Client {
         };
         Ok(Client {
             agent: config.build().into(),
+            base: base.to_owned(),
             url: format!("{base}{PATH}"),
             authorization,
         })
@@ -159,34 +168,65 @@ impl Client {
     }
 
     pub fn fetch(&self) -> Result<Pools, FetchError> {
-        let fail = |reason: String| FetchError {
-            url: self.url.clone(),
-            reason,
+        self.get(&self.url, "a pools document")
+    }
+
+    /// The first page (as many as the exporter gives at once) of
+    /// `host`/`program`'s processes, most checked-out connections first.
+    pub fn fetch_processes(&self, host: &str, program: &str) -> Result<Processes, FetchError> {
+        let query = Query {
+            host: host.to_owned(),
+            program: program.to_owned(),
+            sort: Sort::CheckedOut,
+            offset: 0,
+            limit: crate::api::processes::DEFAULT_LIMIT,
         };
-        let mut request = self.agent.get(&self.url);
+        self.get(&query.url(&self.base), "a processes document")
+    }
+
+    fn get<T: DeserializeOwned>(&self, url: &str, what: &str) -> Result<T, FetchError> {
+        let fail = |reason: String, status: Option<u16>| FetchError {
+            url: url.to_owned(),
+            reason,
+            status,
+        };
+        let mut request = self.agent.get(url);
         if let Some(a) = &self.authorization {
             request = request.header("Authorization", a);
         }
-        let mut response = request.call().map_err(|e| fail(one_line(&e)))?;
+        let mut response = request.call().map_err(|e| fail(one_line(&e), None))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(fail(format!(
-                "HTTP {}{}",
-                status.as_u16(),
-                status
-                    .canonical_reason()
-                    .map(|r| format!(" {r}"))
-                    .unwrap_or_default()
-            )));
+            // The API's 400 and 404 say why in a JSON body.
+            let why = response
+                .body_mut()
+                .with_config()
+                .limit(64 << 10)
+                .read_to_vec()
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ApiError>(&b).ok())
+                .map(|e| format!(": {}", one_line(&e.error)))
+                .unwrap_or_default();
+            return Err(fail(
+                format!(
+                    "HTTP {}{}{why}",
+                    status.as_u16(),
+                    status
+                        .canonical_reason()
+                        .map(|r| format!(" {r}"))
+                        .unwrap_or_default()
+                ),
+                Some(status.as_u16()),
+            ));
         }
         let body = response
             .body_mut()
             .with_config()
             .limit(BODY_LIMIT)
             .read_to_vec()
-            .map_err(|e| fail(one_line(&e)))?;
+            .map_err(|e| fail(one_line(&e), None))?;
         serde_json::from_slice(&body)
-            .map_err(|e| fail(format!("not a pools document ({e}); is this the exporter?")))
+            .map_err(|e| fail(format!("not {what} ({e}); is this the exporter?"), None))
     }
 }
 

@@ -1,9 +1,12 @@
 //! What `top` shows, without a terminal: each fetched [`Pools`] document
 //! becomes rows per host/program and per host, with the peaks seen during
 //! this session, the change since the previous refresh and counter rates;
-//! the view (sort column, direction, per-host, filter) picks and orders them,
-//! and keys change the view. Rendering (`render.rs`) only reads a [`Model`].
+//! the view (sort column, direction, per-host, filter, selected row) picks
+//! and orders them, and keys change the view. Enter on a program's row opens
+//! its [`ProcessView`], fed by the `/api/v1/processes` document; Esc goes
+//! back. Rendering (`render.rs`) only reads a [`Model`].
 
+use crate::api::processes::Processes;
 use crate::api::{Pools, Program, ProgramState};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -164,6 +167,8 @@ pub struct View {
     pub filter: String,
     /// The filter being typed after `/`; `None` when not typing.
     pub editing: Option<String>,
+    /// The row `↑`/`↓` moved to; the first one shown when `None` or gone.
+    pub selected: Option<Key>,
 }
 
 impl Default for View {
@@ -174,6 +179,7 @@ impl Default for View {
             per_host: false,
             filter: String::new(),
             editing: None,
+            selected: None,
         }
     }
 }
@@ -184,6 +190,8 @@ pub enum Input {
     Char(char),
     Left,
     Right,
+    Up,
+    Down,
     Tab,
     Enter,
     Esc,
@@ -230,6 +238,8 @@ pub struct Model {
     last_success: Option<SystemTime>,
     previous: HashMap<Key, Previous>,
     peaks: HashMap<Key, Peaks>,
+    /// The process view, while it is open.
+    pub processes: Option<ProcessView>,
 }
 
 /// A row before the session's history is applied.
@@ -245,6 +255,10 @@ struct Raw {
     checkouts: u64,
     invalidations: u64,
     capacity: Option<f64>,
+    /// The exporter's peaks (connections, checked out) of a program row;
+    /// a host row's are its own sums' (the programs' peaks need not have
+    /// been at the same moment).
+    peak: Option<[f64; 2]>,
 }
 
 impl Raw {
@@ -261,6 +275,7 @@ impl Raw {
             checkouts: p.checkouts,
             invalidations: p.invalidations,
             capacity: p.connections_max,
+            peak: Some([p.connections_peak, p.checked_out_peak]),
         }
     }
 
@@ -290,6 +305,7 @@ impl Raw {
                 _ => {
                     let mut h = Raw::program(p);
                     h.key.1 = None;
+                    h.peak = None;
                     out.push(h);
                     worst.push(p);
                 }
@@ -333,6 +349,7 @@ impl Model {
             last_success: None,
             previous: HashMap::new(),
             peaks: HashMap::new(),
+            processes: None,
         }
     }
 
@@ -369,8 +386,9 @@ impl Model {
         let prev = self.previous.get(&r.key).copied();
         let peaks = self.peaks.entry(r.key.clone()).or_default();
         peaks.processes = peaks.processes.max(r.processes);
-        peaks.connections = peaks.connections.max(r.connections);
-        peaks.checked_out = peaks.checked_out.max(r.checked_out);
+        let [connections, checked_out] = r.peak.unwrap_or([r.connections, r.checked_out]);
+        peaks.connections = peaks.connections.max(connections).max(r.connections);
+        peaks.checked_out = peaks.checked_out.max(checked_out).max(r.checked_out);
         let rate = |now: u64, before: fn(&Previous) -> u64| {
             let p = prev?;
             let dt = t - p.server_time;
@@ -459,12 +477,102 @@ impl Model {
         rows
     }
 
+    /// Where the selected row is in [`Model::rows`]; `None` without rows.
+    pub fn selected(&self) -> Option<usize> {
+        let rows = self.rows();
+        if rows.is_empty() {
+            return None;
+        }
+        let at = self.view.selected.as_ref().and_then(|key| {
+            rows.iter()
+                .position(|r| r.host == key.0 && r.program == key.1)
+        });
+        Some(at.unwrap_or(0))
+    }
+
+    fn select(&mut self, by: isize) {
+        let Some(at) = self.selected() else { return };
+        let rows = self.rows();
+        let to = (at as isize + by).clamp(0, rows.len() as isize - 1) as usize;
+        let key = (rows[to].host.clone(), rows[to].program.clone());
+        self.view.selected = Some(key);
+    }
+
+    /// The host/program whose processes are shown, if the view is open:
+    /// what the fetches are for.
+    pub fn target(&self) -> Option<(String, String)> {
+        self.processes
+            .as_ref()
+            .map(|p| (p.host.clone(), p.program.clone()))
+    }
+
+    /// Opens the process view of `host`/`program`.
+    pub fn open_processes(&mut self, host: &str, program: &str) {
+        self.processes = Some(ProcessView::new(host, program));
+    }
+
+    /// A processes document fetched at `at`; one of a host/program no
+    /// longer shown is dropped.
+    pub fn update_processes(&mut self, doc: &Processes, at: SystemTime) {
+        if let Some(view) = &mut self.processes
+            && view.host == doc.host
+            && view.program == doc.program
+        {
+            view.update(doc, at);
+        }
+    }
+
+    /// The fetch of `host`/`program`'s processes failed.
+    pub fn processes_failed(&mut self, host: &str, program: &str, error: String) {
+        if let Some(view) = &mut self.processes
+            && view.host == host
+            && view.program == program
+        {
+            view.status = Status::Unreachable {
+                error,
+                last_success: view.last_success,
+            };
+        }
+    }
+
     /// Applies a key: `←`/`→` (or `<`/`>`) pick the sort column, `r`
     /// reverses it, `h` or Tab toggles the per-host view, `/` types a filter
-    /// (Enter keeps it, Esc drops it), Esc clears the filter, `q` quits.
+    /// (Enter keeps it, Esc drops it), Esc clears the filter, `↑`/`↓` select
+    /// a row, Enter opens a program row's processes, `q` quits. In the
+    /// process view: `↑`/`↓` select, Esc goes back, `q` quits.
     pub fn input(&mut self, key: Input) -> Action {
         if key == Input::Interrupt {
             return Action::Quit;
+        }
+        if let Some(processes) = &mut self.processes {
+            match key {
+                Input::Char('q') => return Action::Quit,
+                Input::Esc => self.processes = None,
+                Input::Up => processes.selected = processes.selected.saturating_sub(1),
+                Input::Down => {
+                    processes.selected =
+                        (processes.selected + 1).min(processes.rows.len().saturating_sub(1));
+                }
+                _ => {}
+            }
+            return Action::Continue;
+        }
+        if self.view.editing.is_none() {
+            match key {
+                Input::Up => self.select(-1),
+                Input::Down => self.select(1),
+                Input::Enter => {
+                    let rows = self.rows();
+                    let open = self
+                        .selected()
+                        .and_then(|at| rows.get(at))
+                        .and_then(|r| Some((r.host.clone(), r.program.clone()?)));
+                    if let Some((host, program)) = open {
+                        self.open_processes(&host, &program);
+                    }
+                }
+                _ => {}
+            }
         }
         let view = &mut self.view;
         if let Some(text) = &mut view.editing {
@@ -500,6 +608,117 @@ impl Model {
             _ => {}
         }
         Action::Continue
+    }
+}
+
+/// One process, as the process view shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessRow {
+    /// The token as sent; `(relay)` for a relayed host/program.
+    pub token: String,
+    pub pid: Option<u32>,
+    /// For a relay: the processes it sums.
+    pub relayed_processes: Option<u64>,
+    pub state: ProgramState,
+    pub age_seconds: f64,
+    pub interval_seconds: f64,
+    pub pools: Option<f64>,
+    pub connections: Option<f64>,
+    pub checked_out: Option<f64>,
+    pub checked_in: Option<f64>,
+    pub detached: Option<f64>,
+    /// The totals the process last reported.
+    pub checkouts: Option<u64>,
+    pub invalidations: Option<u64>,
+    pub connects: Option<u64>,
+    pub disconnects: Option<u64>,
+    /// Checkouts per second between the last two refreshes (by the
+    /// exporter's clock); `None` on the first and after its total went down.
+    pub checkouts_rate: Option<f64>,
+    pub clock_offset_seconds: Option<f64>,
+}
+
+/// The processes of one host/program, in the exporter's order (live ones
+/// first, most checked-out connections first).
+#[derive(Clone, Debug)]
+pub struct ProcessView {
+    pub host: String,
+    pub program: String,
+    pub status: Status,
+    pub server_time_unix: f64,
+    /// Processes tracked, live and dead, and live ones: more than `rows`
+    /// when the program has more than a page.
+    pub total: usize,
+    pub live: usize,
+    pub rows: Vec<ProcessRow>,
+    /// Index of the selected row.
+    pub selected: usize,
+    last_success: Option<SystemTime>,
+    /// Per token: the server time and checkouts of the last refresh.
+    previous: HashMap<String, (f64, u64)>,
+}
+
+impl ProcessView {
+    fn new(host: &str, program: &str) -> ProcessView {
+        ProcessView {
+            host: host.to_owned(),
+            program: program.to_owned(),
+            status: Status::Connecting,
+            server_time_unix: 0.0,
+            total: 0,
+            live: 0,
+            rows: Vec::new(),
+            selected: 0,
+            last_success: None,
+            previous: HashMap::new(),
+        }
+    }
+
+    fn update(&mut self, doc: &Processes, at: SystemTime) {
+        let t = doc.server_time_unix;
+        let mut previous = HashMap::with_capacity(doc.processes.len());
+        self.rows = doc
+            .processes
+            .iter()
+            .map(|p| {
+                let token = p.token.clone().unwrap_or_else(|| "(relay)".to_owned());
+                let rate = match (self.previous.get(&token), p.checkouts) {
+                    (Some(&(before_t, before)), Some(now)) if t > before_t && now >= before => {
+                        Some((now - before) as f64 / (t - before_t))
+                    }
+                    _ => None,
+                };
+                if let Some(c) = p.checkouts {
+                    previous.insert(token.clone(), (t, c));
+                }
+                ProcessRow {
+                    token,
+                    pid: p.pid,
+                    relayed_processes: p.relayed_processes,
+                    state: p.state,
+                    age_seconds: p.age_seconds,
+                    interval_seconds: p.interval_seconds,
+                    pools: p.pools,
+                    connections: p.connections,
+                    checked_out: p.checked_out,
+                    checked_in: p.checked_in,
+                    detached: p.detached,
+                    checkouts: p.checkouts,
+                    invalidations: p.invalidations,
+                    connects: p.connects,
+                    disconnects: p.disconnects,
+                    checkouts_rate: rate,
+                    clock_offset_seconds: p.clock_offset_seconds,
+                }
+            })
+            .collect();
+        self.previous = previous;
+        self.selected = self.selected.min(self.rows.len().saturating_sub(1));
+        self.server_time_unix = t;
+        self.total = doc.total;
+        self.live = doc.live;
+        self.last_success = Some(at);
+        self.status = Status::Ok;
     }
 }
 
@@ -548,6 +767,55 @@ pub(crate) mod tests {
         }
     }
 
+    /// A process as the exporter reports it; the tests change what they need.
+    pub fn process(pid: u32, checked_out: f64, checkouts: u64) -> crate::api::processes::Process {
+        crate::api::processes::Process {
+            token: Some(format!("{pid}:abcdef")),
+            pid: Some(pid),
+            state: ProgramState::Live,
+            relayed_processes: None,
+            pools: Some(1.0),
+            connections: Some(checked_out + 1.0),
+            checked_out: Some(checked_out),
+            checked_in: Some(1.0),
+            detached: Some(0.0),
+            checkouts: Some(checkouts),
+            invalidations: Some(0),
+            connects: Some(2),
+            disconnects: Some(0),
+            transactions: None,
+            last_report_unix: 999.0,
+            age_seconds: 1.0,
+            interval_seconds: 2.0,
+            late: false,
+            clock_offset_seconds: Some(-0.31),
+        }
+    }
+
+    pub fn processes_doc(
+        time: f64,
+        host: &str,
+        program: &str,
+        processes: Vec<crate::api::processes::Process>,
+    ) -> Processes {
+        Processes {
+            exporter: Exporter {
+                version: "0.1.0".into(),
+                revision: "abc".into(),
+            },
+            server_time_unix: time,
+            late_after_intervals: 1.5,
+            host: host.into(),
+            program: program.into(),
+            sort: crate::api::processes::Sort::CheckedOut,
+            total: processes.len(),
+            live: processes.len(),
+            offset: 0,
+            limit: 1000,
+            processes,
+        }
+    }
+
     fn names(m: &Model) -> Vec<String> {
         m.rows()
             .iter()
@@ -583,6 +851,17 @@ pub(crate) mod tests {
             (r.checkouts_rate, r.invalidations_rate),
             (Some(5.0), Some(0.5))
         );
+    }
+
+    #[test]
+    fn a_program_row_shows_the_exporters_peak_between_refreshes() {
+        let mut m = Model::new("u");
+        let mut p = program("h", "api");
+        (p.checked_out_peak, p.connections_peak) = (7.0, 9.0);
+        m.update(&doc(1000.0, vec![p]), SystemTime::UNIX_EPOCH);
+        let r = m.rows()[0].clone();
+        assert_eq!((r.checked_out, r.checked_out_peak), (2.0, 7.0));
+        assert_eq!((r.connections, r.connections_peak), (4.0, 9.0));
     }
 
     #[test]
@@ -696,6 +975,128 @@ pub(crate) mod tests {
         assert_eq!((m.view.filter.as_str(), m.view.editing.clone()), ("", None));
         assert_eq!(names(&m), ["db/*", "web1/*", "web2/*"]);
         assert_eq!(m.input(Input::Char('q')), Action::Quit);
+    }
+
+    #[test]
+    fn arrows_select_a_row_and_enter_opens_its_processes_until_esc() {
+        let mut m = Model::new("u");
+        let programs = vec![
+            program("a", "api"),
+            program("b", "worker"),
+            program("c", "cron"),
+        ];
+        m.update(&doc(1.0, programs), SystemTime::UNIX_EPOCH);
+        assert_eq!(m.selected(), Some(0), "the first row until one is picked");
+        m.input(Input::Down);
+        m.input(Input::Down);
+        m.input(Input::Down);
+        assert_eq!(m.selected(), Some(2), "stops at the last row");
+        m.input(Input::Up);
+        // The selection follows its row when the order changes.
+        m.input(Input::Char('r'));
+        assert_eq!(names(&m), ["c/cron", "b/worker", "a/api"]);
+        assert_eq!(m.selected(), Some(1));
+        assert_eq!(m.target(), None);
+        m.input(Input::Enter);
+        assert_eq!(m.target(), Some(("b".into(), "worker".into())));
+        let view = m.processes.as_ref().unwrap();
+        assert_eq!(view.status, Status::Connecting);
+        // In the view, q still quits and Esc goes back, with the main view
+        // as it was.
+        m.input(Input::Esc);
+        assert_eq!(m.target(), None);
+        assert_eq!(m.view.filter, "");
+        assert_eq!(m.selected(), Some(1));
+        m.input(Input::Enter);
+        assert_eq!(m.input(Input::Char('q')), Action::Quit);
+        // A host row has no processes of its own: Enter stays.
+        m.processes = None;
+        m.input(Input::Char('h'));
+        m.input(Input::Enter);
+        assert_eq!(m.target(), None);
+        // Enter while typing a filter keeps the filter, as before.
+        m.input(Input::Char('h'));
+        m.input(Input::Char('/'));
+        m.input(Input::Char('a'));
+        m.input(Input::Enter);
+        assert_eq!((m.view.filter.as_str(), m.target()), ("a", None));
+    }
+
+    #[test]
+    fn the_process_view_takes_its_own_documents_with_checkout_rates() {
+        let mut m = Model::new("u");
+        m.open_processes("web1", "api");
+        // A late answer for another program is not this view's.
+        m.update_processes(
+            &processes_doc(1.0, "web1", "other", vec![process(9, 1.0, 1)]),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(m.processes.as_ref().unwrap().rows.is_empty());
+        let at = SystemTime::UNIX_EPOCH;
+        m.update_processes(
+            &processes_doc(
+                1000.0,
+                "web1",
+                "api",
+                vec![process(1, 2.0, 100), process(2, 1.0, 7)],
+            ),
+            at,
+        );
+        let view = m.processes.as_ref().unwrap();
+        assert_eq!(view.status, Status::Ok);
+        assert_eq!(
+            view.rows
+                .iter()
+                .map(|r| (r.pid, r.checkouts_rate))
+                .collect::<Vec<_>>(),
+            [(Some(1), None), (Some(2), None)]
+        );
+        let mut relay = process(0, 3.0, 50);
+        relay.token = None;
+        relay.pid = None;
+        relay.relayed_processes = Some(3);
+        m.update_processes(
+            &processes_doc(
+                1002.0,
+                "web1",
+                "api",
+                vec![process(1, 2.0, 110), process(2, 1.0, 3), relay],
+            ),
+            at,
+        );
+        let view = m.processes.as_ref().unwrap();
+        let rates: Vec<_> = view
+            .rows
+            .iter()
+            .map(|r| (r.token.as_str(), r.checkouts_rate))
+            .collect();
+        // 2's total went down: a new process under an old token, no rate.
+        assert_eq!(
+            rates,
+            [
+                ("1:abcdef", Some(5.0)),
+                ("2:abcdef", None),
+                ("(relay)", None)
+            ]
+        );
+        m.input(Input::Down);
+        m.input(Input::Down);
+        m.input(Input::Down);
+        assert_eq!(m.processes.as_ref().unwrap().selected, 2);
+        m.processes_failed("web1", "api", "HTTP 404 Not Found: gone".into());
+        assert_eq!(
+            m.processes.as_ref().unwrap().status,
+            Status::Unreachable {
+                error: "HTTP 404 Not Found: gone".into(),
+                last_success: Some(at)
+            }
+        );
+        // Fewer rows: the selection stays on one.
+        m.update_processes(
+            &processes_doc(1004.0, "web1", "api", vec![process(1, 2.0, 110)]),
+            at,
+        );
+        assert_eq!(m.processes.as_ref().unwrap().selected, 0);
     }
 
     #[test]

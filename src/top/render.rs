@@ -1,14 +1,15 @@
 //! Draws a [`Model`]: the terminal screen (a status line, the table, a key
 //! line) into a ratatui `Frame`, and the same table as plain text for
-//! `top --once`. Both take their cells from [`cells`].
+//! `top --once`. Both take their cells from [`cells`]; the process view's
+//! from [`process_cells`], as text by [`plain_processes`].
 
-use super::model::{Column, Model, Row, Status};
+use super::model::{Column, Model, ProcessRow, ProcessView, Row, Status};
 use crate::api::ProgramState;
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Cell, Paragraph, Row as TableRow, Table, Wrap};
+use ratatui::widgets::{Cell, Paragraph, Row as TableRow, Table, TableState, Wrap};
 use std::time::{Duration, SystemTime};
 
 /// Space between columns.
@@ -156,12 +157,16 @@ pub fn render(frame: &mut Frame, model: &Model) {
         Constraint::Length(1),
     ])
     .areas(frame.area());
+    if let Some(view) = &model.processes {
+        render_processes(frame, [status, body, keys], &model.url, view);
+        return;
+    }
     render_status(frame, status, model);
     match &model.status {
         Status::Unreachable {
             error,
             last_success,
-        } => render_unreachable(frame, body, error, *last_success),
+        } => render_unreachable(frame, body, "exporter unreachable", error, *last_success),
         _ => render_table(frame, body, model),
     }
     render_keys(frame, keys, model);
@@ -197,6 +202,7 @@ fn render_status(frame: &mut Frame, area: Rect, model: &Model) {
 fn render_unreachable(
     frame: &mut Frame,
     area: Rect,
+    headline: &str,
     error: &str,
     last_success: Option<SystemTime>,
 ) {
@@ -204,7 +210,7 @@ fn render_unreachable(
     let text = Text::from(vec![
         Line::from(""),
         Line::from(Span::styled(
-            "exporter unreachable",
+            headline.to_owned(),
             red.add_modifier(Modifier::BOLD),
         )),
         Line::from(Span::styled(error.to_owned(), red)),
@@ -259,8 +265,10 @@ fn render_table(frame: &mut Frame, area: Rect, model: &Model) {
     });
     let table = Table::new(body, widths.map(|w| Constraint::Length(w as u16)))
         .header(header)
-        .column_spacing(GAP);
-    frame.render_widget(table, area);
+        .column_spacing(GAP)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default().with_selected(model.selected());
+    frame.render_stateful_widget(table, area, &mut state);
 }
 
 fn render_keys(frame: &mut Frame, area: Rect, model: &Model) {
@@ -272,7 +280,7 @@ fn render_keys(frame: &mut Frame, area: Rect, model: &Model) {
         ])
     } else {
         let mut spans = vec![Span::raw(
-            "q quit  ←/→ sort  r reverse  h per-host  / filter",
+            "q quit  ←/→ sort  r reverse  h per-host  / filter  Enter processes",
         )];
         if !model.view.filter.is_empty() {
             spans.push(Span::styled(
@@ -283,6 +291,203 @@ fn render_keys(frame: &mut Frame, area: Rect, model: &Model) {
         Line::from(spans)
     };
     frame.render_widget(Paragraph::new(line), area);
+}
+
+/// The process view's columns.
+pub const PROCESS_TITLES: [&str; 14] = [
+    "PID",
+    "TOKEN",
+    "STATE",
+    "AGE/INT",
+    "POOLS",
+    "CONNS",
+    "OUT",
+    "IN",
+    "DET",
+    "CKOUTS",
+    "CKOUT/S",
+    "INVAL",
+    "CONN/DISC",
+    "CLOCK",
+];
+
+/// Which of [`PROCESS_TITLES`] are text (left-aligned).
+fn process_text_column(i: usize) -> bool {
+    matches!(i, 1 | 2)
+}
+
+fn opt_number(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), number)
+}
+
+fn opt_count(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |c| c.to_string())
+}
+
+/// The text of one process row, one string per [`PROCESS_TITLES`].
+pub fn process_cells(r: &ProcessRow) -> [String; 14] {
+    [
+        r.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+        match r.relayed_processes {
+            Some(n) => format!("(relay of {n} processes)"),
+            None => r.token.clone(),
+        },
+        state(r.state).into(),
+        format!(
+            "{}/{}",
+            age(r.age_seconds),
+            number(r.interval_seconds) + "s"
+        ),
+        opt_number(r.pools),
+        opt_number(r.connections),
+        opt_number(r.checked_out),
+        opt_number(r.checked_in),
+        opt_number(r.detached),
+        opt_count(r.checkouts),
+        rate(r.checkouts_rate),
+        opt_count(r.invalidations),
+        match (r.connects, r.disconnects) {
+            (None, None) => "-".into(),
+            (c, d) => format!("{}/{}", opt_count(c), opt_count(d)),
+        },
+        r.clock_offset_seconds
+            .map_or_else(|| "-".into(), |o| format!("{o:+.1}s")),
+    ]
+}
+
+fn process_widths(rows: &[[String; 14]]) -> [usize; 14] {
+    let mut w = PROCESS_TITLES.map(|t| t.chars().count());
+    for r in rows {
+        for (w, c) in w.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    w
+}
+
+/// `top --once --processes`: the process table as plain text, as [`plain`].
+pub fn plain_processes(view: &ProcessView) -> String {
+    let rows: Vec<[String; 14]> = view.rows.iter().map(process_cells).collect();
+    let titles = PROCESS_TITLES.map(str::to_owned);
+    let widths = process_widths(&rows);
+    let mut out = String::new();
+    for line in std::iter::once(&titles).chain(&rows) {
+        let mut text = String::new();
+        for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            if process_text_column(i) {
+                text.push_str(&format!("{cell:<w$}"));
+            } else {
+                text.push_str(&format!("{cell:>w$}"));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    if view.rows.len() < view.total {
+        out.push_str(&format!(
+            "({} of {} processes shown: those holding the most connections)\n",
+            view.rows.len(),
+            view.total
+        ));
+    }
+    out
+}
+
+/// The process view: its status line, its table (or why there is none) and
+/// its keys.
+fn render_processes(
+    frame: &mut Frame,
+    [status, body, keys]: [Rect; 3],
+    url: &str,
+    view: &ProcessView,
+) {
+    let name = format!("{}/{}", view.host, view.program);
+    let line = match &view.status {
+        Status::Connecting => Line::from(format!("{url} — processes of {name} — fetching…")),
+        Status::Ok => {
+            let shown = if view.rows.len() < view.total {
+                format!(", {} holding the most shown", view.rows.len())
+            } else {
+                String::new()
+            };
+            Line::from(format!(
+                "{url} — processes of {name} — {} — {} tracked, {} live{shown}",
+                utc(unix(view.server_time_unix)),
+                view.total,
+                view.live,
+            ))
+        }
+        Status::Unreachable { .. } => Line::from(Span::styled(
+            format!("{url} — processes of {name} unavailable"),
+            Style::new()
+                .fg(Color::White)
+                .bg(Color::Red)
+                .add_modifier(Modifier::BOLD),
+        )),
+    };
+    frame.render_widget(Paragraph::new(line), status);
+    match &view.status {
+        Status::Unreachable {
+            error,
+            last_success,
+        } => render_unreachable(
+            frame,
+            body,
+            &format!("processes of {name} unavailable"),
+            error,
+            *last_success,
+        ),
+        _ => render_process_table(frame, body, view),
+    }
+    frame.render_widget(
+        Paragraph::new(Line::from("Esc back  q quit  ↑/↓ select")),
+        keys,
+    );
+}
+
+fn render_process_table(frame: &mut Frame, area: Rect, view: &ProcessView) {
+    let texts: Vec<[String; 14]> = view.rows.iter().map(process_cells).collect();
+    let widths = process_widths(&texts);
+    let align = |i: usize, s: String| {
+        let line = Line::from(s);
+        if process_text_column(i) {
+            Cell::from(line)
+        } else {
+            Cell::from(line.right_aligned())
+        }
+    };
+    let header = TableRow::new(
+        PROCESS_TITLES
+            .iter()
+            .enumerate()
+            .map(|(i, t)| align(i, (*t).to_owned()))
+            .collect::<Vec<_>>(),
+    )
+    .style(Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED));
+    let body = view.rows.iter().zip(texts).map(|(r, t)| {
+        let style = match r.state {
+            ProgramState::Late => Style::new().fg(Color::Red),
+            ProgramState::Dead => Style::new().fg(Color::DarkGray),
+            ProgramState::Live => Style::new(),
+        };
+        TableRow::new(
+            t.into_iter()
+                .enumerate()
+                .map(|(i, c)| align(i, c))
+                .collect::<Vec<_>>(),
+        )
+        .style(style)
+    });
+    let table = Table::new(body, widths.map(|w| Constraint::Length(w as u16)))
+        .header(header)
+        .column_spacing(GAP)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let selected = (!view.rows.is_empty()).then_some(view.selected);
+    let mut state = TableState::default().with_selected(selected);
+    frame.render_stateful_widget(table, area, &mut state);
 }
 
 #[cfg(test)]
@@ -362,7 +567,7 @@ mod tests {
                 "web1   worker   live   1.0s/2s    2/3  5/6/-1  4/5/-1     20.0      0.5      -",
                 "web2   cron     late   5.5s/2s    1/1   4/4/0   2/2/0      0.0      0.0      -",
                 "",
-                "q quit  ←/→ sort  r reverse  h per-host  / filter",
+                "q quit  ←/→ sort  r reverse  h per-host  / filter  Enter processes",
             ]
         );
     }
@@ -404,7 +609,8 @@ mod tests {
             ]
         );
         let (reset, none) = (Color::Reset, Modifier::empty());
-        assert_eq!(line_style(&b, 2), (reset, reset, none));
+        // The first row is the selected one (Enter opens it): reversed.
+        assert_eq!(line_style(&b, 2), (reset, reset, Modifier::REVERSED));
         assert_eq!(line_style(&b, 3), (Color::Red, reset, none));
         assert_eq!(line_style(&b, 4), (Color::DarkGray, reset, none));
         assert_eq!(
@@ -472,7 +678,7 @@ mod tests {
         let b = draw(&m, 100, 5);
         assert_eq!(
             lines(&b)[4],
-            "q quit  ←/→ sort  r reverse  h per-host  / filter  filter: Wo (Esc clears)"
+            "q quit  ←/→ sort  r reverse  h per-host  / filter  Enter processes  filter: Wo (Esc clears)"
         );
     }
 
@@ -491,7 +697,7 @@ mod tests {
                 "                       last success: 1970-01-01T00:00:00Z",
                 "                            retrying at every refresh",
                 "",
-                "q quit  ←/→ sort  r reverse  h per-host  / filter",
+                "q quit  ←/→ sort  r reverse  h per-host  / filter  Enter processes",
             ]
         );
         assert_eq!(look(&b, 0, 0), (Color::White, Color::Red, Modifier::BOLD));
@@ -522,6 +728,87 @@ mod tests {
              web1  api      live   1.0s/2s    1/1   4/4/0  3/3/+1      5.0      0.0  20.0%\n\
              web1  worker   live   1.0s/2s    2/3  5/6/-1  4/5/-1     20.0      0.5      -\n\
              web2  cron     late   5.5s/2s    1/1   4/4/0   2/2/0      0.0      0.0      -\n"
+        );
+    }
+
+    /// The process view of web1/api after two refreshes.
+    fn process_model() -> Model {
+        use crate::top::model::tests::{process, processes_doc};
+        let mut m = model();
+        m.input(Input::Enter);
+        let mut dead = process(77, 4.0, 12);
+        dead.state = ProgramState::Dead;
+        dead.age_seconds = 125.0;
+        let mut text = process(0, 0.0, 0);
+        text.token = Some("worker-a".into());
+        text.pid = None;
+        text.clock_offset_seconds = None;
+        let mut late = process(300, 1.0, 40);
+        late.state = ProgramState::Late;
+        late.age_seconds = 3.5;
+        m.update_processes(
+            &processes_doc(
+                1000.0,
+                "web1",
+                "api",
+                vec![process(4242, 3.0, 100), late.clone()],
+            ),
+            SystemTime::UNIX_EPOCH,
+        );
+        let mut doc = processes_doc(
+            1002.0,
+            "web1",
+            "api",
+            vec![process(4242, 3.0, 110), late, text, dead],
+        );
+        doc.total = 5;
+        doc.live = 3;
+        m.update_processes(&doc, SystemTime::UNIX_EPOCH);
+        m
+    }
+
+    #[test]
+    fn the_process_view_lists_each_process_and_esc_goes_back() {
+        let mut m = process_model();
+        let b = draw(&m, 110, 8);
+        print(&b);
+        assert_eq!(
+            lines(&b),
+            [
+                "http://x:9827 — processes of web1/api — 1970-01-01T00:16:42Z — 5 tracked, 3 live, 4 holding the most shown",
+                " PID  TOKEN        STATE   AGE/INT  POOLS  CONNS  OUT  IN  DET  CKOUTS  CKOUT/S  INVAL  CONN/DISC  CLOCK",
+                "4242  4242:abcdef  live    1.0s/2s      1      4    3   1    0     110      5.0      0        2/0  -0.3s",
+                " 300  300:abcdef   late    3.5s/2s      1      2    1   1    0      40      0.0      0        2/0  -0.3s",
+                "   -  worker-a     live    1.0s/2s      1      1    0   1    0       0        -      0        2/0      -",
+                "  77  77:abcdef    dead   2m05s/2s      1      5    4   1    0      12        -      0        2/0  -0.3s",
+                "",
+                "Esc back  q quit  ↑/↓ select",
+            ]
+        );
+        let (reset, none) = (Color::Reset, Modifier::empty());
+        assert_eq!(line_style(&b, 2), (reset, reset, Modifier::REVERSED));
+        assert_eq!(line_style(&b, 3), (Color::Red, reset, none));
+        assert_eq!(line_style(&b, 5), (Color::DarkGray, reset, none));
+        m.input(Input::Esc);
+        let b = draw(&m, 100, 7);
+        assert_eq!(lines(&b)[1].split_whitespace().next(), Some("HOST▲"));
+    }
+
+    #[test]
+    fn once_prints_the_process_table_as_plain_text() {
+        let m = process_model();
+        assert_eq!(
+            plain_processes(m.processes.as_ref().unwrap()),
+            [
+                " PID  TOKEN        STATE   AGE/INT  POOLS  CONNS  OUT  IN  DET  CKOUTS  CKOUT/S  INVAL  CONN/DISC  CLOCK",
+                "4242  4242:abcdef  live    1.0s/2s      1      4    3   1    0     110      5.0      0        2/0  -0.3s",
+                " 300  300:abcdef   late    3.5s/2s      1      2    1   1    0      40      0.0      0        2/0  -0.3s",
+                "   -  worker-a     live    1.0s/2s      1      1    0   1    0       0        -      0        2/0      -",
+                "  77  77:abcdef    dead   2m05s/2s      1      5    4   1    0      12        -      0        2/0  -0.3s",
+                "(4 of 5 processes shown: those holding the most connections)",
+                "",
+            ]
+            .join("\n")
         );
     }
 

@@ -384,9 +384,9 @@ const BODY_AT_LEAST: usize = 8 << 20;
 
 /// With `--web.max-requests 1`, a scrape holds its slot until its body is
 /// sent whole: while a client reads a 10 MB scrape no faster than it does
-/// now (not at all), a second scrape and the pools API get 503 at once, a
-/// health check does not; once the body is read, scrapes are answered
-/// again and the refusals are counted.
+/// now (not at all), a second scrape and the pools and processes documents
+/// get 503 at once, a health check does not; once the body is read, scrapes
+/// are answered again and the refusals are counted.
 #[test]
 fn scrapes_beyond_max_requests_get_503_while_one_is_being_sent() {
     let _heavy = heavy();
@@ -421,7 +421,11 @@ fn scrapes_beyond_max_requests_get_503_while_one_is_being_sent() {
         String::from_utf8_lossy(&first[..n])
     );
 
-    for path in ["/metrics", "/api/v1/pools"] {
+    for path in [
+        "/metrics",
+        "/api/v1/pools",
+        "/api/v1/processes?host=h&program=p",
+    ] {
         let (took, refused) = timed_get(r.http, path);
         assert_eq!(
             (
@@ -457,7 +461,7 @@ fn scrapes_beyond_max_requests_get_503_while_one_is_being_sent() {
     let s = samples(&answer);
     assert_eq!(
         s[&format!("{P}http_requests_refused_total{{reason=\"max_requests\"}}")],
-        2.0
+        3.0
     );
 }
 

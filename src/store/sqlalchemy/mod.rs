@@ -28,6 +28,7 @@
 //!   until `forget_after`, then is removed.
 
 mod peaks;
+pub mod processes;
 pub mod saved;
 
 use crate::collectd::{CdTime, HR_PER_SECOND};
