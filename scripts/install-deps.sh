@@ -23,10 +23,11 @@ missing=()
 # systemd (systemd-analyze), zsh, fish, groff-base, man-db: tests/packaging.rs checks the
 # systemd unit, the completion scripts and the manual page with them;
 # postgresql (the server, initdb and psql under /usr/lib/postgresql/*/bin) and
-# pgbouncer: tests/database.rs starts both in temporary directories of its own.
+# pgbouncer: tests/database.rs starts both in temporary directories of its own;
+# jsonnet: mixin/render.sh renders the monitoring mixin with it, tests/mixin.rs checks it.
 for pkg in prometheus prometheus-alertmanager collectd-core libyajl2 libpython3.11 \
   libmicrohttpd12 libprotobuf-c1 tmux curl systemd zsh fish groff-base man-db \
-  postgresql pgbouncer; do
+  postgresql pgbouncer jsonnet; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)

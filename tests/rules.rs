@@ -307,7 +307,7 @@ fn every_metric_in_the_rules_is_recorded_documented_or_up() {
 
 #[test]
 fn every_selector_carries_the_same_job_matcher() {
-    // So that one `sed -i 's/job="sqlalchemy"/job="…"/g'` retargets the whole file.
+    // The mixin's _config.selector (mixin/config.libsonnet), rendered into every selector.
     let mut missing = Vec::new();
     for rule in rules() {
         let sels = metric_selectors(&rule.expr);
@@ -326,9 +326,18 @@ fn every_selector_carries_the_same_job_matcher() {
         missing.is_empty(),
         "selectors without {{{JOB_MATCHER}}}: {missing:#?}"
     );
+    // The header says where the file comes from and how to render it for another job.
+    let text = read(RULES);
+    let header = "# Prometheus recording and alerting rules for sqlalchemy-collectd-exporter.\n\
+                  #\n\
+                  # Generated from the monitoring mixin in mixin/ by mixin/render.sh: do not \
+                  edit by hand.\n";
+    let example =
+        r#"#   mixin/render.sh OUT '{selector: "job=\"my-job\"", groupLabels: ["cluster"]}'"#;
     assert!(
-        read(RULES).contains(&format!("sed -i 's/{JOB_MATCHER}/")),
-        "{RULES} must document how to change the job selector"
+        text.starts_with(header) && text.lines().any(|l| l == example),
+        "{RULES} must say it is rendered from mixin/ and how to render it with another job \
+         selector:\n{text}"
     );
 }
 
