@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 apt_install() {
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@"
+  # Another apt run (an unattended upgrade) may hold the lock: wait for it.
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+    --no-install-recommends "$@"
 }
 
 missing=()
@@ -23,10 +25,12 @@ missing=()
 # systemd (systemd-analyze), zsh, fish, groff-base, man-db: tests/packaging.rs checks the
 # systemd unit, the completion scripts and the manual page with them;
 # postgresql (the server, initdb and psql under /usr/lib/postgresql/*/bin) and
-# pgbouncer: tests/database.rs starts both in temporary directories of its own.
+# pgbouncer: tests/database.rs starts both in temporary directories of its own;
+# victoria-metrics: the central store of tests/scale_out.rs (Prometheus agents
+# remote-write into it).
 for pkg in prometheus prometheus-alertmanager collectd-core libyajl2 libpython3.11 \
   libmicrohttpd12 libprotobuf-c1 tmux curl systemd zsh fish groff-base man-db \
-  postgresql pgbouncer; do
+  postgresql pgbouncer victoria-metrics; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
