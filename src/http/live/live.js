@@ -187,13 +187,13 @@
       })
       .join(" ");
     const label = "checked out over the last " + Math.round((h.length * 5) / 60) + " min: from " + num(Math.min(...h)) + " to " + num(Math.max(...h));
-    return '<svg class="spark" width="' + w + '" height="' + ht + '" viewBox="0 0 ' + w + " " + ht + '" role="img" aria-label="' + esc(label) + '"><title>' + esc(label) + '</title><polyline points="' + pts + '"/></svg>';
+    return '<svg class="spark" width="' + w + '" height="' + ht + '" viewBox="0 0 ' + w + " " + ht + '" role="img" aria-label="' + esc(label) + '"><title>' + esc(label) + '</title><rect width="' + w + '" height="' + ht + '"/><polyline points="' + pts + '"/><circle r="2" cx="' + pts.split(" ").pop().replace(",", '" cy="') + '"/></svg>';
   }
 
   function usage(r) {
     if (r.usage === null || r.usage === undefined) return "–";
     const pct = Math.round(r.usage * 100) + "%";
-    return pct + ' <meter min="0" max="1" low="0.75" high="0.9" optimum="0" value="' + Math.min(r.usage, 1) + '" title="' + esc(num(r.checked_out) + " of " + num(r.max)) + '">' + pct + "</meter>";
+    return pct + '<meter aria-hidden="true" min="0" max="1" low="0.75" high="0.9" optimum="0" value="' + Math.min(r.usage, 1) + '" title="' + esc(num(r.checked_out) + " of " + num(r.max)) + '"></meter>';
   }
 
   function cells(r, isHost) {
