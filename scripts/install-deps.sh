@@ -28,9 +28,11 @@ missing=()
 # pgbouncer: tests/database.rs starts both in temporary directories of its own;
 # victoria-metrics: the central store of tests/scale_out.rs (Prometheus agents
 # remote-write into it).
+# chromium and chromium-driver: tests/browser.rs drives the live page in a
+# headless Chromium over WebDriver.
 for pkg in prometheus prometheus-alertmanager collectd-core libyajl2 libpython3.11 \
   libmicrohttpd12 libprotobuf-c1 tmux curl systemd zsh fish groff-base man-db \
-  postgresql pgbouncer victoria-metrics; do
+  postgresql pgbouncer victoria-metrics chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)

@@ -14,6 +14,7 @@ mod common;
 
 use common::browser::Browser;
 use common::client::{App, Report};
+use common::load::Fleet;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,7 +62,13 @@ fn programs_of(rows: &Json) -> Vec<String> {
     rows.as_array()
         .map(|rows| {
             rows.iter()
-                .map(|r| format!("{}/{}", r["host"].as_str().unwrap_or(""), r["program"].as_str().unwrap_or("")))
+                .map(|r| {
+                    format!(
+                        "{}/{}",
+                        r["host"].as_str().unwrap_or(""),
+                        r["program"].as_str().unwrap_or("")
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -82,8 +89,11 @@ fn advance(app: &mut App, phases: &[&str]) -> Report {
 fn the_live_page_shows_the_real_clients_sorts_filters_and_turns_a_stopped_app_red() {
     let dir = common::TempDir::new("browser", "config");
     let config = dir.path().join("config.yml");
-    std::fs::write(&config, "pools:\n  - programs: [\"*\"]\n    pool_size: 5\n    max_overflow: 5\n")
-        .expect("write the config file");
+    std::fs::write(
+        &config,
+        "pools:\n  - programs: [\"*\"]\n    pool_size: 5\n    max_overflow: 5\n",
+    )
+    .expect("write the config file");
     let config = config.display().to_string();
     // Late after 1.5 intervals (3 s), dead 15 s after the last report.
     let exporter = common::start(&["--stale-after", "15s", "--config.file", &config]);
@@ -95,12 +105,27 @@ fn the_live_page_shows_the_real_clients_sorts_filters_and_turns_a_stopped_app_re
     let r_programs = advance(&mut programs, &["init", "out"]);
     let r_fork = advance(
         &mut fork,
-        &["init", "parent_one_idle", "forked", "worker_1_out", "worker_2_out", "worker_3_out"],
+        &[
+            "init",
+            "parent_one_idle",
+            "forked",
+            "worker_1_out",
+            "worker_2_out",
+            "worker_3_out",
+        ],
     );
     let truth = truth(&[&r_checkout, &r_programs, &r_fork]);
     assert_eq!(
-        truth.keys().map(|(h, p)| format!("{h}/{p}")).collect::<Vec<_>>(),
-        ["web1/checkout", "web2/alpha", "web2-beta/beta", "web3/forkapp"]
+        truth
+            .keys()
+            .map(|(h, p)| format!("{h}/{p}"))
+            .collect::<Vec<_>>(),
+        [
+            "web1/checkout",
+            "web2/alpha",
+            "web2-beta/beta",
+            "web3/forkapp"
+        ]
     );
     let want: Vec<Json> = truth
         .iter()
@@ -124,15 +149,20 @@ fn the_live_page_shows_the_real_clients_sorts_filters_and_turns_a_stopped_app_re
     let by_out = |desc: bool| {
         let mut all: Vec<_> = truth.iter().collect();
         all.sort_by(|a, b| {
-            let o = a.1 .2.cmp(&b.1 .2);
+            let o = a.1.2.cmp(&b.1.2);
             (if desc { o.reverse() } else { o }).then(a.0.cmp(b.0))
         });
-        all.iter().map(|((h, p), _)| format!("{h}/{p}")).collect::<Vec<_>>()
+        all.iter()
+            .map(|((h, p), _)| format!("{h}/{p}"))
+            .collect::<Vec<_>>()
     };
     browser.click(&browser.find("th[data-key=checked_out] button"));
     assert_eq!(programs_of(&browser.script(ROWS, &[])), by_out(true));
     assert_eq!(
-        browser.script("return document.querySelector('th[data-key=checked_out]').getAttribute('aria-sort')", &[]),
+        browser.script(
+            "return document.querySelector('th[data-key=checked_out]').getAttribute('aria-sort')",
+            &[]
+        ),
         json!("descending")
     );
     browser.click(&browser.find("th[data-key=checked_out] button"));
@@ -142,20 +172,35 @@ fn the_live_page_shows_the_real_clients_sorts_filters_and_turns_a_stopped_app_re
         json!(["checked_out ascending"])
     );
     // Back to hosts, with the keyboard: Tab to the Host button, Enter.
-    browser.script("document.querySelector('th[data-key=host] button').focus()", &[]);
+    browser.script(
+        "document.querySelector('th[data-key=host] button').focus()",
+        &[],
+    );
     browser.keys(&["\u{E007}"]);
-    assert_eq!(programs_of(&browser.script(ROWS, &[])), programs_of(&json!(want)));
+    assert_eq!(
+        programs_of(&browser.script(ROWS, &[])),
+        programs_of(&json!(want))
+    );
 
     // The filter: a part of a host or of a program; Escape clears it.
     let filter = browser.find("#filter");
     browser.type_into(&filter, "web2");
-    assert_eq!(programs_of(&browser.script(ROWS, &[])), ["web2/alpha", "web2-beta/beta"]);
+    assert_eq!(
+        programs_of(&browser.script(ROWS, &[])),
+        ["web2/alpha", "web2-beta/beta"]
+    );
     browser.script("document.getElementById('filter').value = ''", &[]);
     browser.type_into(&filter, "FORK");
     assert_eq!(programs_of(&browser.script(ROWS, &[])), ["web3/forkapp"]);
-    assert_eq!(browser.script("return document.getElementById('count').textContent", &[]), json!("1 of 4 shown"));
+    assert_eq!(
+        browser.script("return document.getElementById('count').textContent", &[]),
+        json!("1 of 4 shown")
+    );
     browser.keys(&["\u{E00C}"]);
-    assert_eq!(programs_of(&browser.script(ROWS, &[])), programs_of(&json!(want)));
+    assert_eq!(
+        programs_of(&browser.script(ROWS, &[])),
+        programs_of(&json!(want))
+    );
 
     // Per host: one group (tbody) a host, its row first with the sums.
     browser.click(&browser.find("#group"));
@@ -170,7 +215,10 @@ fn the_live_page_shows_the_real_clients_sorts_filters_and_turns_a_stopped_app_re
         e.0 += n.2;
         e.1 += 1;
     }
-    let want_groups: Vec<Json> = hosts.iter().map(|(h, (out, n))| json!([h, out.to_string(), n])).collect();
+    let want_groups: Vec<Json> = hosts
+        .iter()
+        .map(|(h, (out, n))| json!([h, out.to_string(), n]))
+        .collect();
     assert_eq!(groups, json!(want_groups));
     browser.click(&browser.find("#group"));
 
@@ -199,7 +247,12 @@ fn the_live_page_shows_the_real_clients_sorts_filters_and_turns_a_stopped_app_re
 
     // The processes of the forked program: its parent's and workers' pids.
     browser.click(&browser.find("a[data-key='web3\u{0}forkapp']"));
-    let mut pids: Vec<u64> = r_fork.live.iter().filter(|v| v.reports()).map(|v| u64::from(v.pid)).collect();
+    let mut pids: Vec<u64> = r_fork
+        .live
+        .iter()
+        .filter(|v| v.reports())
+        .map(|v| u64::from(v.pid))
+        .collect();
     pids.sort();
     assert_eq!(pids.len(), 4, "a parent and three workers");
     let listed = browser.wait_for(
@@ -230,9 +283,11 @@ fn the_live_page_shows_the_real_clients_sorts_filters_and_turns_a_stopped_app_re
     );
     assert_eq!(late, json!(["late", "late", "rgb(179, 38, 30)"]));
     let docs = common::repo().join("docs");
-    std::fs::write(docs.join("live-page-1280x800.png"), browser.screenshot()).expect("save the screenshot");
+    std::fs::write(docs.join("live-page-1280x800.png"), browser.screenshot())
+        .expect("save the screenshot");
     browser.viewport(390, 844);
-    std::fs::write(docs.join("live-page-390x844.png"), browser.screenshot()).expect("save the screenshot");
+    std::fs::write(docs.join("live-page-390x844.png"), browser.screenshot())
+        .expect("save the screenshot");
     // On a phone the page does not scroll sideways; the table does.
     assert_eq!(
         browser.script("return [document.documentElement.scrollWidth, getComputedStyle(document.querySelector('td.host')).display]", &[]),
@@ -240,7 +295,11 @@ fn the_live_page_shows_the_real_clients_sorts_filters_and_turns_a_stopped_app_re
     );
     browser.viewport(1280, 800);
     // The other rows stay live.
-    let others: Vec<Json> = want.iter().filter(|r| r["program"] != "checkout").cloned().collect();
+    let others: Vec<Json> = want
+        .iter()
+        .filter(|r| r["program"] != "checkout")
+        .cloned()
+        .collect();
     let rows = browser.script(ROWS, &[]);
     assert_eq!(rows.as_array().map(|r| r[1..].to_vec()), Some(others));
 
@@ -263,8 +322,128 @@ fn the_live_page_shows_the_real_clients_sorts_filters_and_turns_a_stopped_app_re
         |v| v[0] == json!(false),
     );
     let text = banner[1].as_str().unwrap_or_default();
-    assert!(text.starts_with("The exporter is not answering since "), "{text}");
+    assert!(
+        text.starts_with("The exporter is not answering since "),
+        "{text}"
+    );
     assert!(text.contains("The figures below are from "), "{text}");
     assert_eq!(banner[2], json!(4));
     drop((programs, fork));
+}
+
+#[test]
+fn the_live_page_works_behind_tls_and_basic_auth_with_another_telemetry_path() {
+    let pki = common::pki::Pki::new("browser-tls");
+    pki.write("server", "127.0.0.1");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    let web = pki.path("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
+             http_server_config:\n  headers:\n    Content-Security-Policy: default-src 'self'\n\
+             basic_auth_users:\n  viewer: '{hash}'\n"
+        ),
+    )
+    .expect("write the web config");
+    let web = web.display().to_string();
+    let exporter = common::start(&[
+        "--web.config.file",
+        &web,
+        "--web.telemetry-path",
+        "/pool-metrics",
+    ]);
+    common::send_all(exporter.udp, &common::datagrams("01_sqla_idle"));
+
+    // The test's own CA is not the browser's: it takes any certificate.
+    let browser = Browser::start_with("browser-tls", 1280, 800, &["--ignore-certificate-errors"]);
+    // The credentials in the address: the browser sends them again with
+    // every request of the page (relative URLs, the same origin), and the
+    // page's own script and style pass a strict Content-Security-Policy.
+    browser.goto(&format!("https://viewer:s3cret@{}/live", exporter.http));
+    let shown = browser.wait_for(
+        "the capture's row over TLS",
+        WAIT,
+        "return [document.querySelectorAll('#programs tbody tr[data-program]').length, document.getElementById('banner').hidden, document.getElementById('h-programs').textContent, document.getElementById('banner').textContent]",
+        |v| v[0] == json!(1),
+    );
+    assert_eq!(shown, json!([1, true, "1", ""]));
+    let metrics = browser.script("const a = document.querySelector('nav a[href=\"./pool-metrics\"]'); return [a.host, a.pathname]", &[]);
+    assert_eq!(metrics, json!([exporter.http.to_string(), "/pool-metrics"]));
+    // The page's requests carry the credentials; the same request without
+    // them is refused.
+    let statuses = browser.script_async(
+        "const done = arguments[arguments.length - 1]; \
+         const at = p => location.origin + '/' + p; \
+         Promise.all([fetch(at('api/v1/status')), fetch(at('api/v1/status'), {credentials: 'omit'}), fetch(at('pool-metrics'))]) \
+           .then(rs => done(rs.map(r => r.status)), e => done(String(e)))",
+        &[],
+    );
+    assert_eq!(statuses, json!([200, 401, 200]));
+}
+
+#[test]
+fn page_weight_at_a_thousand_host_programs() {
+    let exporter = common::start(&[]);
+    let fleet = Fleet::new(100, 10, 1);
+    assert_eq!(fleet.pairs(), 1000);
+    common::load::send_drained(exporter.udp, fleet.all(), 64, WAIT);
+    common::poll(WAIT, "1,000 host/programs", || {
+        let r = common::get(exporter.http, "/api/v1/status", &[]);
+        let doc: Json = serde_json::from_slice(&r.body).ok()?;
+        (doc["programs"] == json!(1000)).then_some(())
+    });
+    let browser = Browser::start("browser-weight", 1280, 800);
+    browser.goto(&format!("http://{}/live", exporter.http));
+    // The first load and at least four refreshes, as the browser counts
+    // them: bytes over the wire (headers and the gzipped body), the body as
+    // sent, the body unpacked.
+    let entries = browser.wait_for(
+        "five loads of the pools document",
+        WAIT,
+        "const e = [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')] \
+           .map(e => [new URL(e.name).pathname + new URL(e.name).search, e.transferSize, e.encodedBodySize, e.decodedBodySize]); \
+         return e.filter(x => x[0].startsWith('/api/v1/pools')).length >= 5 ? e : null",
+        |v| !v.is_null(),
+    );
+    let rows = browser.script(
+        "return document.querySelectorAll('#programs tbody tr[data-program]').length",
+        &[],
+    );
+    assert_eq!(rows, json!(1000));
+    let entries: Vec<(String, u64, u64, u64)> = serde_json::from_value(entries).expect("entries");
+    let first = |path: &str| {
+        entries
+            .iter()
+            .find(|e| e.0 == path)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {path}: {entries:?}"))
+    };
+    let pools: Vec<_> = entries
+        .iter()
+        .filter(|e| e.0 == "/api/v1/pools?history=1")
+        .collect();
+    let status: Vec<_> = entries.iter().filter(|e| e.0 == "/api/v1/status").collect();
+    let load = ["/live", "/live.css", "/live.js"].map(first);
+    for (path, wire, sent, body) in &load {
+        println!("first load {path}: {wire} bytes over the wire ({sent} sent, {body} unpacked)");
+    }
+    for (what, all) in [("pools", &pools), ("status", &status)] {
+        for (path, wire, sent, body) in all.iter() {
+            println!("{what} {path}: {wire} bytes over the wire ({sent} sent, {body} unpacked)");
+        }
+    }
+    let first_load: u64 = load.iter().map(|e| e.1).sum::<u64>() + pools[0].1 + status[0].1;
+    let refresh: Vec<u64> = pools[1..]
+        .iter()
+        .zip(&status[1..])
+        .map(|(p, s)| p.1 + s.1)
+        .collect();
+    println!(
+        "page weight at 1,000 host/programs: first load {first_load} bytes, each refresh {refresh:?} bytes"
+    );
+    // gzip, as the browser asked: the document shrinks at least 5 times.
+    for p in &pools {
+        assert!(p.2 * 5 < p.3, "{p:?}");
+    }
 }

@@ -182,6 +182,16 @@ impl Browser {
         )
     }
 
+    /// Runs `body` in the page as an async function of `args` (the last
+    /// argument is the callback that returns its value).
+    pub fn script_async(&self, body: &str, args: &[Value]) -> Value {
+        self.session_call(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": body, "args": args})),
+        )
+    }
+
     /// The first element matching a CSS selector.
     pub fn find(&self, css: &str) -> Element {
         let v = self.session_call(
@@ -248,7 +258,10 @@ impl Browser {
             if done(&v) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "{what}: still {v} after {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{what}: still {v} after {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -35,7 +35,15 @@
   const clock = (unix) => new Date(unix * 1000).toLocaleTimeString([], { hour12: false });
   const key = (host, program) => host + "\u0000" + program;
 
-  async function get(url) {
+  // The page's directory without the user and password of an address like
+  // https://user:pass@host/live: fetch() refuses URLs that carry them, and
+  // the browser sends the credentials it was given for this origin anyway.
+  const base = new URL(".", location.href);
+  base.username = "";
+  base.password = "";
+
+  async function get(path) {
+    const url = new URL(path, base).href;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
     try {
@@ -47,13 +55,13 @@
         } catch (_) {
           /* not JSON */
         }
-        const e = new Error(url.split("?")[0] + ": HTTP " + res.status + (reason ? " — " + reason : ""));
+        const e = new Error(path.split("?")[0] + ": HTTP " + res.status + (reason ? " — " + reason : ""));
         e.status = res.status;
         throw e;
       }
       return await res.json();
     } catch (e) {
-      if (e.name === "AbortError") throw new Error(url.split("?")[0] + ": no answer within " + TIMEOUT_MS / 1000 + "s");
+      if (e.name === "AbortError") throw new Error(path.split("?")[0] + ": no answer within " + TIMEOUT_MS / 1000 + "s");
       throw e;
     } finally {
       clearTimeout(timer);
