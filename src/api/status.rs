@@ -4,12 +4,12 @@
 //! `sqlalchemy_collectd_exporter_*` series of `/metrics`, as totals (a reader
 //! makes rates from two documents and their `server_time_unix`).
 //!
-//! Takes a telemetry snapshot and the store's counts; hands on a [`Status`]
-//! document whose schema the README describes.
+//! Takes the counters as `crate::telemetry` copies them ([`Counters`], filled
+//! by the handler) and the store's counts; hands on a [`Status`] document
+//! whose schema the README describes.
 
 use crate::api::Exporter;
 use crate::store::sqlalchemy::Counts;
-use crate::telemetry::TelemetrySnapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -51,9 +51,20 @@ pub struct Listener {
     pub kernel_drops: Option<u64>,
 }
 
+/// The exporter's counters, as a telemetry snapshot holds them.
+#[derive(Clone, Debug, Default)]
+pub struct Counters<'a> {
+    /// Each UDP listener: address, datagrams, bytes, kernel drops.
+    pub listeners: Vec<(&'a str, u64, u64, Option<u64>)>,
+    pub datagrams_rejected: &'a [(&'static str, u64)],
+    pub value_lists_received: u64,
+    pub value_lists_accepted: u64,
+    pub value_lists_rejected: &'a [(&'static str, u64)],
+}
+
 /// Builds the document at `now_unix` (the exporter's clock).
 pub fn document(
-    telemetry: &TelemetrySnapshot,
+    telemetry: &Counters<'_>,
     counts: Counts,
     exporter: Exporter,
     start_time_unix: f64,
@@ -65,30 +76,27 @@ pub fn document(
             .collect::<BTreeMap<_, _>>()
     };
     let listeners = &telemetry.listeners;
-    let kernel_drops = listeners
-        .iter()
-        .filter_map(|l| l.kernel_drops)
-        .reduce(|a, b| a + b);
+    let kernel_drops = listeners.iter().filter_map(|l| l.3).reduce(|a, b| a + b);
     Status {
         exporter,
         server_time_unix: now_unix,
         start_time_unix,
-        datagrams_received: listeners.iter().map(|l| l.datagrams).sum(),
-        bytes_received: listeners.iter().map(|l| l.bytes).sum(),
+        datagrams_received: listeners.iter().map(|l| l.1).sum(),
+        bytes_received: listeners.iter().map(|l| l.2).sum(),
         kernel_drops,
-        datagrams_rejected: by_reason(&telemetry.datagrams_rejected),
+        datagrams_rejected: by_reason(telemetry.datagrams_rejected),
         value_lists_received: telemetry.value_lists_received,
         value_lists_accepted: telemetry.value_lists_accepted,
-        value_lists_rejected: by_reason(&telemetry.value_lists_rejected),
+        value_lists_rejected: by_reason(telemetry.value_lists_rejected),
         processes_live: counts.live_processes,
         processes_tracked: counts.tracked_processes,
         programs: counts.programs,
         listeners: listeners
             .iter()
             .map(|l| Listener {
-                address: l.label.clone(),
-                datagrams: l.datagrams,
-                kernel_drops: l.kernel_drops,
+                address: l.0.to_owned(),
+                datagrams: l.1,
+                kernel_drops: l.3,
             })
             .collect(),
     }
@@ -97,27 +105,15 @@ pub fn document(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::ListenerSnapshot;
 
     #[test]
     fn sums_the_listeners_and_names_every_reason() {
-        let listener = |label: &str, datagrams, kernel_drops| ListenerSnapshot {
-            label: label.into(),
-            datagrams,
-            bytes: datagrams * 100,
-            receive_buffer: 1,
-            kernel_drops,
-        };
-        let telemetry = TelemetrySnapshot {
-            listeners: vec![
-                listener("127.0.0.1:1", 5, Some(2)),
-                listener("[::1]:1", 7, None),
-            ],
-            datagrams_rejected: vec![("malformed", 3), ("bad_signature", 0)],
+        let telemetry = Counters {
+            listeners: vec![("127.0.0.1:1", 5, 500, Some(2)), ("[::1]:1", 7, 700, None)],
+            datagrams_rejected: &[("malformed", 3), ("bad_signature", 0)],
             value_lists_received: 20,
             value_lists_accepted: 18,
-            value_lists_rejected: vec![("stale", 2)],
-            ..TelemetrySnapshot::default()
+            value_lists_rejected: &[("stale", 2)],
         };
         let counts = Counts {
             live_processes: 4,
@@ -133,7 +129,7 @@ mod tests {
             serde_json::to_string(&doc).unwrap(),
             r#"{"exporter":{"version":"1.2.3","revision":"abc"},"server_time_unix":1000.5,"start_time_unix":900.0,"datagrams_received":12,"bytes_received":1200,"kernel_drops":2,"datagrams_rejected":{"bad_signature":0,"malformed":3},"value_lists_received":20,"value_lists_accepted":18,"value_lists_rejected":{"stale":2},"processes_live":4,"processes_tracked":6,"programs":2,"listeners":[{"address":"127.0.0.1:1","datagrams":5,"kernel_drops":2},{"address":"[::1]:1","datagrams":7,"kernel_drops":null}]}"#
         );
-        let none = TelemetrySnapshot::default();
+        let none = Counters::default();
         assert_eq!(
             document(&none, counts, doc.exporter.clone(), 0.0, 0.0).kernel_drops,
             None

@@ -62,8 +62,17 @@ pub async fn status(State(sources): State<Arc<Sources>>) -> Response {
         version: sources.build.version.to_owned(),
         revision: sources.build.revision.to_owned(),
     };
+    let counters = status::Counters {
+        listeners: (telemetry.listeners.iter())
+            .map(|l| (l.label.as_str(), l.datagrams, l.bytes, l.kernel_drops))
+            .collect(),
+        datagrams_rejected: &telemetry.datagrams_rejected,
+        value_lists_received: telemetry.value_lists_received,
+        value_lists_accepted: telemetry.value_lists_accepted,
+        value_lists_rejected: &telemetry.value_lists_rejected,
+    };
     let doc = status::document(
-        &telemetry,
+        &counters,
         counts,
         exporter,
         sources.build.start_time_unix,

@@ -35,8 +35,8 @@
   const clock = (unix) => new Date(unix * 1000).toLocaleTimeString([], { hour12: false });
   const key = (host, program) => host + "\u0000" + program;
 
-  // The page's directory without the user and password of an address like
-  // https://user:pass@host/live: fetch() refuses URLs that carry them, and
+  // The page's directory without the user and password of an address that
+  // carries them (user:pass@host/live): fetch() refuses such URLs, and
   // the browser sends the credentials it was given for this origin anyway.
   const base = new URL(".", location.href);
   base.username = "";
