@@ -33,10 +33,13 @@ missing=()
 # container hosts have them) and slirp4netns (the container's own network
 # namespace, its ports published on 127.0.0.1 only);
 # nodejs and npm run the prometheus-operator API's validators of
-# tests/kubernetes.rs (tests/kubernetes/package.json).
+# tests/kubernetes.rs (tests/kubernetes/package.json);
+# chromium and chromium-driver: tests/browser.rs drives the live page in a
+# headless Chromium over WebDriver.
 for pkg in prometheus prometheus-alertmanager collectd-core libyajl2 libpython3.11 \
   libmicrohttpd12 libprotobuf-c1 tmux curl systemd zsh fish groff-base man-db \
-  postgresql pgbouncer victoria-metrics buildah podman runc slirp4netns; do
+  postgresql pgbouncer victoria-metrics buildah podman runc slirp4netns \
+  chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
