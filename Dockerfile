@@ -20,7 +20,10 @@ RUN cargo build --release --locked --bin sqlalchemy-collectd-exporter \
 # glibc and libgcc (all the binary links against), no shell, user 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/sqlalchemy-collectd-exporter /usr/local/bin/sqlalchemy-collectd-exporter
-USER nonroot:nonroot
+# The image's nonroot user, numeric so that Kubernetes' runAsNonRoot can check
+# it. deploy/container/Containerfile (the image built without a registry)
+# declares the same user, ports and entrypoint; tests/container.rs compares.
+USER 65532:65532
 # collectd datagrams in, /metrics out.
 EXPOSE 25827/udp 9827
 ENTRYPOINT ["/usr/local/bin/sqlalchemy-collectd-exporter"]

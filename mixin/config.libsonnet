@@ -80,9 +80,11 @@
     // SQLAlchemyCollectdExporterRejecting: a non-zero 5m rate at every evaluation.
     exporterRejectingFor: '10m',
 
-    // deploy/kubernetes/prometheusrule.yaml: the PrometheusRule's metadata. The labels
-    // must match the Prometheus resource's ruleSelector.
+    // deploy/kubernetes/prometheusrule.yaml: the PrometheusRule's metadata, in the
+    // namespace of the other manifests there. The labels must match the Prometheus
+    // resource's ruleSelector.
     prometheusRuleName: 'sqlalchemy-collectd-exporter',
+    prometheusRuleNamespace: 'monitoring',
     prometheusRuleLabels: {
       'app.kubernetes.io/name': 'sqlalchemy-collectd-exporter',
       'app.kubernetes.io/component': 'alerting-rules',

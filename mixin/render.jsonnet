@@ -54,7 +54,11 @@ function(config={})
       + '\n' + manifest.yaml({
         apiVersion: 'monitoring.coreos.com/v1',
         kind: 'PrometheusRule',
-        metadata: { name: cfg.prometheusRuleName, labels: cfg.prometheusRuleLabels },
+        metadata: {
+          name: cfg.prometheusRuleName,
+          namespace: cfg.prometheusRuleNamespace,
+          labels: cfg.prometheusRuleLabels,
+        },
         spec: { groups: groups },
       }),
   } + {

@@ -9,8 +9,9 @@
 //! this module writes; `top` depends on nothing else of the server.
 
 pub mod processes;
+pub mod status;
 
-use crate::store::sqlalchemy::ProgramSnapshot;
+use crate::store::sqlalchemy::{ProgramHistory, ProgramSnapshot};
 use serde::{Deserialize, Serialize};
 
 /// Where the document is served.
@@ -98,6 +99,42 @@ pub struct Program {
     /// `checked_out / connections_max` (0–1, may exceed 1), `null` without a
     /// capacity or when it is 0.
     pub usage: Option<f64>,
+    /// Only with `?history=1` (the live page): the last minutes, step by
+    /// step; absent otherwise, so the document is unchanged without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
+}
+
+/// A host/program's recent past (`store::sqlalchemy::history`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// The span of one sample, seconds.
+    pub step_seconds: f64,
+    /// The most checked-out connections in each step, oldest first; the
+    /// last is the current step's (still filling). Fewer than the full
+    /// length while the host/program is younger than it.
+    #[serde(with = "gauges")]
+    pub checked_out: Vec<f64>,
+}
+
+/// Adds each program's history to `doc` (both sorted by host and program;
+/// a program without one, made since the document's snapshot, gets none).
+pub fn add_history(doc: &mut Pools, histories: &[ProgramHistory], step_seconds: f64) {
+    let mut rest = histories.iter().peekable();
+    for p in &mut doc.programs {
+        let key = (p.host.as_str(), p.program.as_str());
+        while rest.peek().is_some_and(|h| (&*h.host, &*h.program) < key) {
+            rest.next();
+        }
+        if let Some(h) = rest.peek()
+            && (&*h.host, &*h.program) == key
+        {
+            p.history = Some(History {
+                step_seconds,
+                checked_out: h.checked_out.iter().map(|v| f64::from(*v)).collect(),
+            });
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +198,7 @@ fn program(p: &ProgramSnapshot, now_unix: f64) -> Program {
             .connections_max
             .filter(|max| *max > 0.0)
             .map(|max| p.pool.checkedout / max),
+        history: None,
     }
 }
 
@@ -182,6 +220,34 @@ mod gauge {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+mod gauges {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    struct One<'a>(&'a f64);
+
+    impl serde::Serialize for One<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            super::gauge::serialize(self.0, s)
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for x in v {
+            seq.serialize_element(&One(x))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<Option<f64>>::deserialize(d)?
+            .into_iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect())
     }
 }
 
@@ -290,6 +356,49 @@ mod tests {
             .map(|p| (p.connections_max, p.usage))
             .collect();
         assert_eq!(usage, [(None, None), (Some(0.0), None)]);
+    }
+
+    #[test]
+    fn history_is_added_by_host_and_program_only_where_there_is_one() {
+        let mut doc = document(
+            &scrape(vec![
+                snapshot("a", "p", 1, 1.0),
+                snapshot("b", "new", 1, 1.0),
+                snapshot("b", "p", 1, 1.0),
+            ]),
+            2.0,
+        );
+        let history = |host: &str, program: &str, checked_out: Vec<f32>| ProgramHistory {
+            host: host.into(),
+            program: program.into(),
+            checked_out,
+        };
+        add_history(
+            &mut doc,
+            &[
+                history("a", "gone", vec![9.0]),
+                history("a", "p", vec![1.0, 2.5]),
+                history("b", "p", vec![3.0]),
+            ],
+            5.0,
+        );
+        let text = serde_json::to_value(&doc).unwrap();
+        let histories: Vec<_> = text["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.get("history").map(|h| h.to_string()))
+            .collect();
+        assert_eq!(
+            histories,
+            [
+                Some(r#"{"checked_out":[1,2.5],"step_seconds":5.0}"#.to_owned()),
+                None,
+                Some(r#"{"checked_out":[3],"step_seconds":5.0}"#.to_owned()),
+            ]
+        );
+        let back: Pools = serde_json::from_value(text).unwrap();
+        assert_eq!(back, doc);
     }
 
     #[test]

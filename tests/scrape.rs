@@ -339,7 +339,7 @@ fn landing(telemetry_path: &str, api: Option<&str>) -> String {
         "<!DOCTYPE html>\n<html><head><title>sqlalchemy-collectd-exporter</title></head>\n<body>\n\
          <h1>sqlalchemy-collectd-exporter {}</h1>\n\
          <p>SQLAlchemy connection-pool statistics from sqlalchemy-collectd clients and collectd, for Prometheus.</p>\n\
-         <ul>\n<li><a href=\"{telemetry_path}\">Metrics</a></li>\n{api}\
+         <ul>\n<li><a href=\"/live\">Live pools (the fleet page)</a></li>\n<li><a href=\"{telemetry_path}\">Metrics</a></li>\n{api}\
          <li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n\
          </body></html>\n",
         env!("CARGO_PKG_VERSION")

@@ -2,7 +2,9 @@
 //! `--web.telemetry-path`) encodes a scrape in the Prometheus text format or
 //! OpenMetrics as the scraper's `Accept` asks, gzipped when asked;
 //! `/api/v1/pools` is the same snapshot as JSON, `/api/v1/processes` one
-//! host/program's processes; `/` is a landing page,
+//! host/program's processes, `/api/v1/status` the exporter's own health;
+//! `/live` is the live fleet page that polls them (`live`); `/` is a landing
+//! page,
 //! `/-/healthy` and `/-/ready` health checks, `POST /-/reload` re-reads every
 //! file; `POST /collectd-post` takes collectd's write_http JSON. TLS, basic
 //! auth and headers come from the web config file; the accept loop, its
@@ -15,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod landing;
+pub mod live;
 pub mod metrics;
 pub mod push;
 pub mod reload;
@@ -74,6 +77,9 @@ pub fn router(
     // The metrics and push paths take precedence over the API's.
     let serves_api = telemetry_path != crate::api::PATH && push_path != crate::api::PATH;
     let landing = landing::page(telemetry_path, serves_api);
+    let live = live::page(telemetry_path, serves_api);
+    // A telemetry or push path takes precedence over the page's own.
+    let free = |path: &str| path != telemetry_path && path != push_path;
     let mut router = Router::new();
     if !push_path.is_empty() && push_path != telemetry_path {
         router = router.route(push_path, post(push::collectd_post));
@@ -84,6 +90,18 @@ pub fn router(
     let processes = crate::api::processes::PATH;
     if telemetry_path != processes && push_path != processes {
         router = router.route(processes, get(api::processes).layer(limited()));
+    }
+    if free(crate::api::status::PATH) {
+        router = router.route(crate::api::status::PATH, get(api::status).layer(limited()));
+    }
+    if free(live::PATH) {
+        router = router.route(live::PATH, get(move || live::html(live.clone())));
+    }
+    if free(live::CSS_PATH) {
+        router = router.route(live::CSS_PATH, get(live::css));
+    }
+    if free(live::JS_PATH) {
+        router = router.route(live::JS_PATH, get(live::js));
     }
     let router = router
         .route(telemetry_path, get(metrics::metrics).layer(limited()))

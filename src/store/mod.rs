@@ -140,6 +140,18 @@ impl Stores {
         lock(&self.sqla).processes(host, program, now, order, offset, limit)
     }
 
+    /// Every host/program's history, copied under the lock (sorted after).
+    pub fn sqla_histories(&self, now: Instant) -> Vec<sqlalchemy::ProgramHistory> {
+        let mut all = lock(&self.sqla).histories_unsorted(now);
+        all.sort_unstable_by(|a, b| (&*a.host, &*a.program).cmp(&(&*b.host, &*b.program)));
+        all
+    }
+
+    /// How much the SQLAlchemy store holds (nothing copied).
+    pub fn sqla_counts(&self, now: Instant) -> sqlalchemy::Counts {
+        lock(&self.sqla).counts(now)
+    }
+
     /// What a scrape copies out of the generic store (naming comes after).
     pub fn generic_live(&self, now: Instant) -> collectd::Live {
         lock(&self.generic).live(now)

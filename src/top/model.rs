@@ -752,6 +752,7 @@ pub(crate) mod tests {
             late: false,
             connections_max: None,
             usage: None,
+            history: None,
         }
     }
 

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod browser;
 pub mod client;
 pub mod daemon;
 pub mod load;

@@ -27,6 +27,7 @@
 //! * a host/program with no live process stays (zero gauges, counters kept)
 //!   until `forget_after`, then is removed.
 
+pub mod history;
 mod peaks;
 pub mod processes;
 pub mod saved;
@@ -34,6 +35,7 @@ pub mod saved;
 use crate::collectd::{CdTime, HR_PER_SECOND};
 use crate::route::{Cumulative, Pool, RelayStat, Sample, SqlaRecord};
 use crate::store::{Freshness, Now, SCAN_EVERY, Victims, most_common};
+use history::History;
 use peaks::Peaks;
 use std::collections::HashMap;
 
@@ -354,6 +356,8 @@ struct Program {
     /// The held sums of checked-out connections and connections, and their
     /// maxima over the peak window.
     peaks: Peaks,
+    /// The held sum of checked-out connections, step by step (`history`).
+    history: History,
 }
 
 /// How a report's timestamp and counts place it after the last accepted one.
@@ -366,7 +370,23 @@ enum Order {
     Step,
 }
 
+/// Nanoseconds per step of the history.
+const HISTORY_STEP: u64 = history::STEP.as_nanos() as u64;
+
 impl Program {
+    /// The held sums change by `delta` at `at` (in buckets of `peak_bucket`
+    /// ticks for the peaks).
+    fn add_held(&mut self, delta: [f64; 2], at: Tick, peak_bucket: u64) {
+        self.peaks.add(delta, at.0 / peak_bucket);
+        self.history.set(self.peaks.held()[0], at.0 / HISTORY_STEP);
+    }
+
+    /// The held sums are `held` from `at` on.
+    fn set_held(&mut self, held: [f64; 2], at: Tick, peak_bucket: u64) {
+        self.peaks.set(held, at.0 / peak_bucket);
+        self.history.set(held[0], at.0 / HISTORY_STEP);
+    }
+
     /// Applies a report to one of this program's processes.
     fn update(
         &mut self,
@@ -716,9 +736,7 @@ impl SqlaStore {
                 .0
                 .saturating_add(window.min(u128::from(u64::MAX)) as u64),
         );
-        // The peak window's bucket, worked out only when a sum changes.
         let peak_bucket = self.peak_bucket;
-        let bucket = || now_tick.0 / peak_bucket;
 
         let program = self
             .index
@@ -745,8 +763,11 @@ impl SqlaStore {
                 }
                 let after = if loads { process.load() } else { before };
                 if after != before {
-                    p.peaks
-                        .add([after[0] - before[0], after[1] - before[1]], bucket());
+                    p.add_held(
+                        [after[0] - before[0], after[1] - before[1]],
+                        now_tick,
+                        peak_bucket,
+                    );
                 }
             }
             return result;
@@ -784,8 +805,11 @@ impl SqlaStore {
                 let result = p.update(process, report, time, live_until, now.unix);
                 let after = process.load();
                 if after != before {
-                    p.peaks
-                        .add([after[0] - before[0], after[1] - before[1]], bucket());
+                    p.add_held(
+                        [after[0] - before[0], after[1] - before[1]],
+                        now_tick,
+                        peak_bucket,
+                    );
                 }
                 result
             }
@@ -811,8 +835,8 @@ impl SqlaStore {
             return false;
         };
         if let Some(process) = self.processes.remove(&id) {
-            let bucket = self.bucket(now);
-            unload(&mut self.programs, id, &process, bucket);
+            let tick = self.tick(now);
+            unload(&mut self.programs, id, &process, tick, self.peak_bucket);
         }
         self.tokens.release(id.token);
         self.stats.processes_evicted += 1;
@@ -961,6 +985,7 @@ impl SqlaStore {
             source,
             created: self.programs_made,
             peaks: Peaks::new(self.bucket(at)),
+            history: History::new(self.tick(at).0 / HISTORY_STEP),
         };
         self.programs_made += 1;
         let id = match self.free.pop() {
@@ -1030,12 +1055,12 @@ impl SqlaStore {
 
     /// The held sums of each program (by id) are `held` from `at` on.
     fn hold(&mut self, held: &[[f64; 2]], at: Instant) {
-        let bucket = self.bucket(at);
+        let (tick, peak_bucket) = (self.tick(at), self.peak_bucket);
         for (slot, held) in self.programs.iter_mut().zip(held) {
             if let Some(program) = slot
                 && program.peaks.held() != *held
             {
-                program.peaks.set(*held, bucket);
+                program.set_held(*held, tick, peak_bucket);
             }
         }
     }
@@ -1074,7 +1099,7 @@ impl SqlaStore {
         }
         self.last_eviction_scan = Some(now);
         let now_tick = self.tick(now);
-        let bucket = self.bucket(now);
+        let peak_bucket = self.peak_bucket;
         let stats = &mut self.stats;
         let tokens = &mut self.tokens;
         let programs = &mut self.programs;
@@ -1085,7 +1110,7 @@ impl SqlaStore {
                 if !p.has(EXPIRY_COUNTED) {
                     stats.processes_expired += 1;
                 }
-                unload(programs, *id, p, bucket);
+                unload(programs, *id, p, now_tick, peak_bucket);
                 tokens.release(id.token);
             }
             live
@@ -1163,13 +1188,91 @@ impl SqlaStore {
     }
 }
 
+impl SqlaStore {
+    /// The history of every host/program not yet forgotten at `now`
+    /// (`history`), in no particular order: what `/api/v1/pools?history=1`
+    /// copies under the lock, [`history::SAMPLES`] numbers a program.
+    pub fn histories_unsorted(&self, now: Instant) -> Vec<ProgramHistory> {
+        let now_tick = self.tick(now);
+        let forget = self.forget_ticks();
+        let step = now_tick.0 / HISTORY_STEP;
+        self.programs
+            .iter()
+            .flatten()
+            .filter(|p| p.live_until.0.saturating_add(forget) > now_tick.0)
+            .map(|p| ProgramHistory {
+                host: p.host.clone(),
+                program: p.name.clone(),
+                checked_out: p.history.samples(step),
+            })
+            .collect()
+    }
+}
+
+/// How much the store holds (`/api/v1/status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Live processes, a relay's counted as the processes it sums.
+    pub live_processes: u64,
+    /// Processes held, dead ones included.
+    pub tracked_processes: u64,
+    /// Host/programs not yet forgotten.
+    pub programs: u64,
+}
+
+impl SqlaStore {
+    /// The counts at `now`, in one pass over the processes and one over the
+    /// programs, copying nothing.
+    pub fn counts(&self, now: Instant) -> Counts {
+        let now_tick = self.tick(now);
+        let forget = self.forget_ticks();
+        let live_processes = self
+            .processes
+            .values()
+            .filter(|p| p.live_until > now_tick)
+            .map(|p| match p.extra.as_deref() {
+                Some(Extra {
+                    relay: Some(relay), ..
+                }) => relay.processes(),
+                _ => 1,
+            })
+            .sum();
+        let programs = self
+            .programs
+            .iter()
+            .flatten()
+            .filter(|p| p.live_until.0.saturating_add(forget) > now_tick.0)
+            .count();
+        Counts {
+            live_processes,
+            tracked_processes: self.processes.len() as u64,
+            programs: programs as u64,
+        }
+    }
+}
+
+/// One host/program's history: the most checked-out connections in each
+/// step of [`history::STEP`], oldest first, the last one the current step's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgramHistory {
+    pub host: Arc<str>,
+    pub program: Arc<str>,
+    pub checked_out: Vec<f32>,
+}
+
 /// A process left the store: what it held leaves its program's sums.
-fn unload(programs: &mut [Option<Program>], id: ProcessId, process: &Process, bucket: u64) {
+fn unload(
+    programs: &mut [Option<Program>],
+    id: ProcessId,
+    process: &Process,
+    at: Tick,
+    peak_bucket: u64,
+) {
     let load = process.load();
     if load != [0.0; 2]
         && let Some(Some(program)) = programs.get_mut(id.program as usize)
     {
-        program.peaks.add([-load[0], -load[1]], bucket);
+        program.add_held([-load[0], -load[1]], at, peak_bucket);
     }
 }
 

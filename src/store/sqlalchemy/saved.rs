@@ -214,6 +214,7 @@ impl SqlaStore {
                 source: program.source,
                 created: program.created,
                 peaks: program.peaks.clone(),
+                history: program.history.clone(),
             };
             let mut live_until = Tick::default();
             for sp in p.processes {
