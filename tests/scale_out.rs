@@ -202,8 +202,28 @@ fn await_query(vm: &Daemon, expr: &str, by: &str, want: &BTreeMap<String, f64>) 
     }
 }
 
-fn column(t: &Truth, i: usize) -> BTreeMap<String, f64> {
-    t.iter().map(|(k, v)| (k.clone(), v[i] as f64)).collect()
+/// Polls the central store until the fleet-wide sums per program of
+/// connections, checked out and checkouts are `truth`.
+fn await_truth(vm: &Daemon, truth: &Truth) {
+    for (i, name) in [
+        "sqlalchemy_connections",
+        "sqlalchemy_connections_checked_out",
+        "sqlalchemy_checkouts_total",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let want = truth
+            .iter()
+            .map(|(k, v)| (k.clone(), v[i] as f64))
+            .collect();
+        await_query(
+            vm,
+            &format!("sum by (program) ({name}{{job=\"sqlalchemy\"}})"),
+            "program",
+            &want,
+        );
+    }
 }
 
 fn write(path: &Path, text: &str) {
@@ -331,21 +351,7 @@ fn sharded_exporters_behind_ha_agents_give_the_fleets_truth_in_the_central_store
     // The steady state, exact on the central store.
     let before = truth(&fleet.lock().expect("fleet"), &reports, &all);
     let sel = "{job=\"sqlalchemy\"}";
-    for (i, name) in [
-        "sqlalchemy_connections",
-        "sqlalchemy_connections_checked_out",
-        "sqlalchemy_checkouts_total",
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        await_query(
-            &vm,
-            &format!("sum by (program) ({name}{sel})"),
-            "program",
-            &column(&before, i),
-        );
-    }
+    await_truth(&vm, &before);
     // One series per host/program, not one per replica.
     let pairs = SITES.len() * (HOSTS * PROGRAMS.len() + 1);
     let count = query(&vm, &format!("count(sqlalchemy_processes{sel})"), "");
@@ -404,21 +410,7 @@ fn sharded_exporters_behind_ha_agents_give_the_fleets_truth_in_the_central_store
         (fleet.lock().expect("fleet").busy == 0).then_some(())
     });
     let after = truth(&fleet.lock().expect("fleet"), &reports, &all);
-    for (i, name) in [
-        "sqlalchemy_connections",
-        "sqlalchemy_connections_checked_out",
-        "sqlalchemy_checkouts_total",
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        await_query(
-            &vm,
-            &format!("sum by (program) ({name}{sel})"),
-            "program",
-            &column(&after, i),
-        );
-    }
+    await_truth(&vm, &after);
     // increase() over a window that starts on the plateau: what the
     // clients did, exactly.
     let window = (unix() - busy_from + 2.0).ceil() as u64;
@@ -453,21 +445,7 @@ fn sharded_exporters_behind_ha_agents_give_the_fleets_truth_in_the_central_store
         "",
         &BTreeMap::from([(String::new(), 0.0)]),
     );
-    for (i, name) in [
-        "sqlalchemy_connections",
-        "sqlalchemy_connections_checked_out",
-        "sqlalchemy_checkouts_total",
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        await_query(
-            &vm,
-            &format!("sum by (program) ({name}{sel})"),
-            "program",
-            &column(&rest, i),
-        );
-    }
+    await_truth(&vm, &rest);
     await_query(
         &vm,
         &format!("up{{job=\"sqlalchemy\",instance=\"{}\"}}", killed.http),
