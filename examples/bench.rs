@@ -268,24 +268,93 @@ fn drain(datagrams: &[Vec<u8>]) -> (f64, f64) {
         want,
         Duration::from_secs(10),
     );
+    count_out_of_order(e.http);
     (accepted / secs, cpu / (accepted / 1e6))
 }
 
-/// Sends `datagrams` cyclically at `rate`/s for `secs` from the calling
-/// thread, up to 64 per `sendmmsg` (the load generator's pacer); returns
-/// how many were sent.
-fn paced(to: SocketAddr, datagrams: &[Vec<u8>], rate: u64, secs: u64) -> u64 {
-    // The pacer may patch what it sends; these go out as they are.
-    let mut datagrams = datagrams.to_vec();
+/// Where the client layout keeps TIME (whole seconds): right after HOST.
+fn time_range(d: &[u8]) -> Option<std::ops::Range<usize>> {
+    let host = usize::from(u16::from_be_bytes([*d.get(2)?, *d.get(3)?]));
+    (d.len() >= host + 12).then(|| host + 4..host + 12)
+}
+
+/// Real-client datagrams replayed as the clients would go on sending them:
+/// each pass over the set moves every TIME on by the span the set covers,
+/// so that no process ever sends a TIME it sent before (a repeated TIME is
+/// refused as `out_of_order`, which is not what clients make the exporter
+/// do). Kept across calls: one replay per exporter.
+struct Replay {
+    original: Vec<Vec<u8>>,
+    /// Seconds between a datagram and its copy in the next pass.
+    span: u64,
+    passes: u64,
+}
+
+impl Replay {
+    fn new(datagrams: &[Vec<u8>]) -> Replay {
+        let times: Vec<u64> = datagrams
+            .iter()
+            .filter_map(|d| {
+                let r = time_range(d)?;
+                Some(u64::from_be_bytes(d[r].try_into().ok()?))
+            })
+            .collect();
+        let (lo, hi) = (
+            times.iter().copied().min().unwrap_or(0),
+            times.iter().copied().max().unwrap_or(0),
+        );
+        Replay {
+            original: datagrams.to_vec(),
+            span: hi - lo + 2,
+            passes: 0,
+        }
+    }
+
+    /// The next pass's datagrams, written over `out`.
+    fn next_pass(&mut self, out: &mut [Vec<u8>]) {
+        self.passes += 1;
+        let shift = self.passes * self.span;
+        for (o, d) in self.original.iter().zip(out) {
+            if let Some(r) = time_range(o) {
+                let t = u64::from_be_bytes(o[r.clone()].try_into().unwrap_or([0; 8]));
+                d[r].copy_from_slice(&(t + shift).to_be_bytes());
+            }
+        }
+    }
+}
+
+/// Sends `replay`'s datagrams cyclically at `rate`/s for `secs` from the
+/// calling thread, up to 64 per `sendmmsg` (the load generator's pacer),
+/// every pass with newer TIMEs; returns how many were sent.
+fn paced(to: SocketAddr, replay: &mut Replay, rate: u64, secs: u64) -> u64 {
+    let mut datagrams = replay.original.clone();
     let (sent, _) = load::paced(
         to,
         &mut datagrams,
         rate,
         secs as f64,
         rate * secs,
-        |_, _| {},
+        |_, d| replay.next_pass(d),
     );
     sent
+}
+
+/// Value lists the exporter at `http` refused as `out_of_order`.
+fn out_of_order(http: SocketAddr) -> f64 {
+    metric(
+        &get(http),
+        "sqlalchemy_collectd_exporter_value_lists_rejected_total{reason=\"out_of_order\"}",
+    )
+}
+
+/// `out_of_order` refusals seen by the drain and sustained measurements
+/// (a real client never repeats a TIME: 0 expected).
+static REFUSED_OUT_OF_ORDER: std::sync::Mutex<f64> = std::sync::Mutex::new(0.0);
+
+fn count_out_of_order(http: SocketAddr) {
+    if let Ok(mut n) = REFUSED_OUT_OF_ORDER.lock() {
+        *n += out_of_order(http);
+    }
 }
 
 /// `processes` real-client processes at the real cadence (a pair every 2 s
@@ -332,6 +401,7 @@ fn sustained(datagrams: &[Vec<u8>], processes: usize, step: u64) -> f64 {
         processes as f64,
         Duration::from_secs(30),
     );
+    let mut replay = Replay::new(datagrams);
     let (mut lo, mut hi) = (50_000u64, 1_000_000u64);
     while hi - lo > step {
         let rate = (lo + hi) / 2;
@@ -339,7 +409,7 @@ fn sustained(datagrams: &[Vec<u8>], processes: usize, step: u64) -> f64 {
             &get(e.http),
             "sqlalchemy_collectd_exporter_kernel_receive_drops_total",
         );
-        let sent = paced(e.udp, datagrams, rate, 3);
+        let sent = paced(e.udp, &mut replay, rate, 3);
         std::thread::sleep(Duration::from_millis(300));
         let drops = metric(
             &get(e.http),
@@ -352,6 +422,7 @@ fn sustained(datagrams: &[Vec<u8>], processes: usize, step: u64) -> f64 {
             hi = rate;
         }
     }
+    count_out_of_order(e.http);
     lo as f64
 }
 
@@ -497,7 +568,8 @@ fn scrapes_under_load(datagrams: &[Vec<u8>], rate: u64, pairs_n: usize, secs: u6
         )
     };
     let d0 = drops();
-    paced(e.udp, datagrams, rate, secs);
+    let mut replay = Replay::new(datagrams);
+    paced(e.udp, &mut replay, rate, secs);
     std::thread::sleep(Duration::from_millis(300));
     let d1 = drops();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -515,7 +587,7 @@ fn scrapes_under_load(datagrams: &[Vec<u8>], rate: u64, pairs_n: usize, secs: u6
             times
         })
     };
-    let sent = paced(e.udp, datagrams, rate, secs);
+    let sent = paced(e.udp, &mut replay, rate, secs);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let times = scraper.join().expect("scraper thread");
     std::thread::sleep(Duration::from_millis(300));
@@ -748,8 +820,29 @@ fn row3(name: &str, v: &mut [f64], precision: usize, unit: &str, note: &str) {
     println!("| {name} | {m:.precision$} ({lo:.precision$}–{hi:.precision$}) {unit} | {note} |");
 }
 
+const USAGE: &str = "\
+usage: bench [--runs N] [--quick]
+
+Prints the benchmark's table (Markdown) on stdout: each figure the median
+(min-max) of N runs (default 3), next to the ceiling measured in the same run.
+Needs the release binary: cargo build --release first. --quick: smaller sizes
+and shorter phases (a smoke run, not a measurement). About 14 minutes at
+--runs 3.";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
+    if let Some(bad) = args
+        .iter()
+        .skip(1)
+        .find(|a| a.starts_with('-') && !matches!(a.as_str(), "--runs" | "--quick"))
+    {
+        eprintln!("error: unknown option {bad}\n{USAGE}");
+        std::process::exit(2);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let runs: usize = args
         .iter()
@@ -833,13 +926,17 @@ fn main() {
         }
         row(
             &format!(
-                "zero-loss sustained rate, {p} processes (exporter one core, loader the other)"
+                "zero-loss sustained rate, {p} processes, a new TIME every pass (exporter one core, loader the other)"
             ),
             "datagrams/s",
             rates,
             Some(c),
         );
     }
+    let refused = REFUSED_OUT_OF_ORDER.lock().map_or(f64::NAN, |n| *n);
+    println!(
+        "| value lists refused as out_of_order during the drain and sustained rows | {refused:.0} | 0 expected: every pass sends newer TIMEs |"
+    );
     let fleet = if quick { 30_000 } else { 300_000 };
     let (mut rate, mut first, mut steady) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
