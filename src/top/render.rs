@@ -249,26 +249,46 @@ fn render_table(frame: &mut Frame, area: Rect, model: &Model) {
             .collect::<Vec<_>>(),
     )
     .style(Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED));
-    let body = rows.iter().zip(texts).map(|(r, t)| {
-        let style = match r.state {
-            ProgramState::Late => Style::new().fg(Color::Red),
-            ProgramState::Dead => Style::new().fg(Color::DarkGray),
-            ProgramState::Live => Style::new(),
-        };
-        TableRow::new(
-            t.into_iter()
-                .enumerate()
-                .map(|(i, c)| align(i, c))
-                .collect::<Vec<_>>(),
-        )
-        .style(style)
-    });
+    let body = rows
+        .iter()
+        .zip(texts)
+        .map(|(r, t)| aligned_row(t, |i| Column::ALL[i].numeric()).style(state_style(r.state)));
     let table = Table::new(body, widths.map(|w| Constraint::Length(w as u16)))
         .header(header)
         .column_spacing(GAP)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
     let mut state = TableState::default().with_selected(model.selected());
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// Red for late, grey for dead: the same in every table.
+fn state_style(state: ProgramState) -> Style {
+    match state {
+        ProgramState::Late => Style::new().fg(Color::Red),
+        ProgramState::Dead => Style::new().fg(Color::DarkGray),
+        ProgramState::Live => Style::new(),
+    }
+}
+
+/// One table row of cells, right-aligned where `numeric` says.
+fn aligned_row<'a>(
+    cells: impl IntoIterator<Item = String>,
+    numeric: impl Fn(usize) -> bool,
+) -> TableRow<'a> {
+    TableRow::new(
+        cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let line = Line::from(c);
+                Cell::from(if numeric(i) {
+                    line.right_aligned()
+                } else {
+                    line
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn render_keys(frame: &mut Frame, area: Rect, model: &Model) {
@@ -467,20 +487,11 @@ fn render_process_table(frame: &mut Frame, area: Rect, view: &ProcessView) {
             .collect::<Vec<_>>(),
     )
     .style(Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED));
-    let body = view.rows.iter().zip(texts).map(|(r, t)| {
-        let style = match r.state {
-            ProgramState::Late => Style::new().fg(Color::Red),
-            ProgramState::Dead => Style::new().fg(Color::DarkGray),
-            ProgramState::Live => Style::new(),
-        };
-        TableRow::new(
-            t.into_iter()
-                .enumerate()
-                .map(|(i, c)| align(i, c))
-                .collect::<Vec<_>>(),
-        )
-        .style(style)
-    });
+    let body = view
+        .rows
+        .iter()
+        .zip(texts)
+        .map(|(r, t)| aligned_row(t, |i| !process_text_column(i)).style(state_style(r.state)));
     let table = Table::new(body, widths.map(|w| Constraint::Length(w as u16)))
         .header(header)
         .column_spacing(GAP)
