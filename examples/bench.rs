@@ -159,6 +159,91 @@ fn send_all(to: SocketAddr, datagrams: &[Vec<u8>]) {
     load::Sender::new(to).send(datagrams);
 }
 
+/// Empties `fd` (non-blocking) with recvmmsg, 64 at a time; returns how
+/// many it read.
+fn drain_fd(fd: std::os::fd::RawFd) -> usize {
+    let mut headers =
+        nix::sys::socket::MultiHeaders::<nix::sys::socket::SockaddrStorage>::preallocate(64, None);
+    let mut buf = vec![0u8; 64 * 2048];
+    let mut got = 0usize;
+    loop {
+        let mut slots: Vec<[IoSliceMut<'_>; 1]> =
+            buf.chunks_mut(2048).map(|c| [IoSliceMut::new(c)]).collect();
+        match nix::sys::socket::recvmmsg(
+            fd,
+            &mut headers,
+            slots.iter_mut(),
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        ) {
+            Ok(msgs) => got += msgs.count(),
+            Err(_) => return got,
+        }
+    }
+}
+
+/// The machine's own ceiling for the thread rows: datagrams/s that
+/// `threads` bare recvmmsg loops, each on its own `SO_REUSEPORT` socket of
+/// one port, drain together from sockets pre-filled as
+/// [`drain_threads`] fills the exporter's.
+fn ceiling_threads(datagrams: &[Vec<u8>], per_cycle: usize, threads: usize) -> f64 {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let open = |addr: SocketAddr| {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+        s.set_reuse_port(true).expect("SO_REUSEPORT");
+        let _ =
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &BIG_BUFFER);
+        s.bind(&addr.into()).expect("bind");
+        s.set_nonblocking(true).expect("nonblocking");
+        UdpSocket::from(s)
+    };
+    let first = open("127.0.0.1:0".parse().expect("address"));
+    let addr = first.local_addr().expect("addr");
+    let mut sockets = vec![first];
+    for _ in 1..threads {
+        sockets.push(open(addr));
+    }
+    send_by_port(addr, datagrams, per_cycle);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+    let handles: Vec<_> = sockets
+        .into_iter()
+        .map(|sock| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let got = drain_fd(sock.as_raw_fd());
+                (got, Instant::now())
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let (mut got, mut end) = (0, start);
+    for h in handles {
+        let (n, at) = h.join().expect("drain thread");
+        got += n;
+        end = end.max(at);
+    }
+    got as f64 / end.duration_since(start).as_secs_f64()
+}
+
+/// Sends `datagrams` to `to` from [`SOURCE_PORTS`] ports, each process's
+/// datagrams (two a process, `per_cycle` a cycle) from one port, and
+/// closes them: what they sent is queued on the receiving sockets, and
+/// closed they are no longer lines of /proc/net/udp, which a drain polls
+/// (reading it with every sender open takes a good part of a core).
+fn send_by_port(to: SocketAddr, datagrams: &[Vec<u8>], per_cycle: usize) {
+    let mut senders: Vec<load::Sender> = (0..SOURCE_PORTS).map(|_| load::Sender::new(to)).collect();
+    let mut by_port: Vec<Vec<&Vec<u8>>> = vec![Vec::new(); SOURCE_PORTS];
+    for (i, d) in datagrams.iter().enumerate() {
+        let process = (i % per_cycle.max(1)) / 2;
+        by_port[process % SOURCE_PORTS].push(d);
+    }
+    for (sender, ds) in senders.iter_mut().zip(&by_port) {
+        sender.send(ds);
+    }
+}
+
 /// Datagrams/s a bare recvmmsg loop drains from a pre-filled socket.
 fn ceiling(datagrams: &[Vec<u8>]) -> f64 {
     let sock = big_socket();
@@ -270,6 +355,96 @@ fn drain(datagrams: &[Vec<u8>]) -> (f64, f64) {
     );
     count_out_of_order(e.http);
     (accepted / secs, cpu / (accepted / 1e6))
+}
+
+/// Source ports the thread rows send from: a fleet's processes each send
+/// from a port of their own, and SO_REUSEPORT spreads senders over the
+/// receive threads' sockets by address and port.
+const SOURCE_PORTS: usize = 512;
+
+/// Datagrams/s the exporter (every CPU, `threads` receive threads) drains
+/// from its sockets pre-filled from [`SOURCE_PORTS`] ports, each process's
+/// datagrams from one port (`per_cycle` datagrams a cycle, two a process).
+fn drain_threads(datagrams: &[Vec<u8>], per_cycle: usize, threads: usize) -> f64 {
+    let e = exporter(
+        None,
+        &[
+            "--collectd.udp-buffer",
+            &BIG_BUFFER.to_string(),
+            "--collectd.receive-threads",
+            &threads.to_string(),
+        ],
+    );
+    e.signal(Signal::SIGSTOP);
+    send_by_port(e.udp, datagrams, per_cycle);
+    let start = Instant::now();
+    e.signal(Signal::SIGCONT);
+    let deadline = start + Duration::from_secs(120);
+    while load::rx_queue(e.udp.port()).is_some_and(|q| q > 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let drops = metric(
+        &get(e.http),
+        "sqlalchemy_collectd_exporter_kernel_receive_drops_total",
+    );
+    let want = datagrams.len() as f64 - drops;
+    let accepted = wait_metric(
+        e.http,
+        "sqlalchemy_collectd_exporter_value_lists_accepted_total",
+        want,
+        Duration::from_secs(10),
+    );
+    count_out_of_order(e.http);
+    accepted / secs
+}
+
+/// The thread rows: drain with 100k processes from many source ports, one
+/// receive thread and two (this machine's cores), each against the bare
+/// drain of as many sockets and threads.
+fn thread_rows(runs: usize, d: &[Vec<u8>], processes: usize) {
+    let mut bare = Vec::new();
+    for threads in [1, 2] {
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            rates.push(ceiling_threads(d, 2 * processes, threads));
+        }
+        bare.push(median(&mut rates.clone()).0);
+        let unit = if threads == 1 { "socket" } else { "sockets" };
+        row(
+            &format!(
+                "ceiling: bare recvmmsg drain, {threads} SO_REUSEPORT {unit} and threads, from {SOURCE_PORTS} source ports"
+            ),
+            "datagrams/s",
+            rates,
+            None,
+        );
+    }
+    println!(
+        "| ceiling: bare drain, 2 sockets / 1 | {:.2}× | this machine's own scaling |",
+        bare[1] / bare[0]
+    );
+    let mut medians = Vec::new();
+    for threads in [1, 2] {
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            rates.push(drain_threads(d, 2 * processes, threads));
+        }
+        medians.push(median(&mut rates.clone()).0);
+        let unit = if threads == 1 { "thread" } else { "threads" };
+        row(
+            &format!(
+                "exporter drain, {processes} processes, {threads} receive {unit}, from {SOURCE_PORTS} source ports (every CPU)"
+            ),
+            "datagrams/s",
+            rates,
+            Some(bare[threads - 1]),
+        );
+    }
+    println!(
+        "| drain, 2 receive threads / 1 | {:.2}× | target ≥ 1.7× |",
+        medians[1] / medians[0]
+    );
 }
 
 /// Where the client layout keeps TIME (whole seconds): right after HOST.
@@ -821,13 +996,50 @@ fn row3(name: &str, v: &mut [f64], precision: usize, unit: &str, note: &str) {
 }
 
 const USAGE: &str = "\
-usage: bench [--runs N] [--quick]
+usage: bench [--runs N] [--quick] [--only threads|cadence]
 
 Prints the benchmark's table (Markdown) on stdout: each figure the median
 (min-max) of N runs (default 3), next to the ceiling measured in the same run.
 Needs the release binary: cargo build --release first. --quick: smaller sizes
-and shorter phases (a smoke run, not a measurement). About 14 minutes at
---runs 3.";
+and shorter phases (a smoke run, not a measurement). --only threads: the
+ceiling and the receive-thread drain rows only; --only cadence: the ceiling
+and the real-cadence rows only. About 14 minutes at --runs 3.";
+
+/// The real-cadence rows: a 300k-process fleet (30k with `--quick`) whose
+/// every process is new to the exporter, as after a restart.
+fn cadence_rows(runs: usize, quick: bool) {
+    let fleet = if quick { 30_000 } else { 300_000 };
+    let (mut rate, mut first, mut steady) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (r, f, s) = cadence(fleet, if quick { 6.0 } else { 12.0 });
+        rate.push(r);
+        first.push(f);
+        steady.push(s);
+    }
+    row3(
+        &format!(
+            "{fleet} processes at the real cadence: datagrams/s sent (loader on the other core)"
+        ),
+        &mut rate,
+        0,
+        "datagrams/s",
+        "",
+    );
+    row3(
+        &format!("{fleet} processes at the real cadence: kernel drops after the first cycle"),
+        &mut steady,
+        0,
+        "datagrams",
+        "steady state",
+    );
+    row3(
+        &format!("{fleet} processes at the real cadence: kernel drops in the first cycle"),
+        &mut first,
+        0,
+        "datagrams",
+        "while every process is new",
+    );
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -838,12 +1050,20 @@ fn main() {
     if let Some(bad) = args
         .iter()
         .skip(1)
-        .find(|a| a.starts_with('-') && !matches!(a.as_str(), "--runs" | "--quick"))
+        .find(|a| a.starts_with('-') && !matches!(a.as_str(), "--runs" | "--quick" | "--only"))
     {
         eprintln!("error: unknown option {bad}\n{USAGE}");
         std::process::exit(2);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let only = args.iter().skip_while(|a| *a != "--only").nth(1).cloned();
+    if only
+        .as_deref()
+        .is_some_and(|o| o != "threads" && o != "cadence")
+    {
+        eprintln!("error: --only takes threads or cadence\n{USAGE}");
+        std::process::exit(2);
+    }
     let runs: usize = args
         .iter()
         .skip_while(|a| *a != "--runs")
@@ -890,6 +1110,15 @@ fn main() {
         ceilings,
         None,
     );
+    let (largest, largest_d) = workloads
+        .last()
+        .map(|(p, d)| (*p, d.as_slice()))
+        .unwrap_or((0, &[]));
+    match only.as_deref() {
+        Some("threads") => return thread_rows(runs, largest_d, largest),
+        Some(_) => return cadence_rows(runs, quick),
+        None => {}
+    }
     let mut drain_10k = f64::NAN;
     for (p, d) in &workloads {
         let (mut rates, mut cpus) = (Vec::new(), Vec::new());
@@ -915,6 +1144,7 @@ fn main() {
             "",
         );
     }
+    thread_rows(runs, largest_d, largest);
     let mut sustained_10k = f64::NAN;
     for (p, d) in &workloads {
         let mut rates = Vec::new();
@@ -937,37 +1167,7 @@ fn main() {
     println!(
         "| value lists refused as out_of_order during the drain and sustained rows | {refused:.0} | 0 expected: every pass sends newer TIMEs |"
     );
-    let fleet = if quick { 30_000 } else { 300_000 };
-    let (mut rate, mut first, mut steady) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let (r, f, s) = cadence(fleet, if quick { 6.0 } else { 12.0 });
-        rate.push(r);
-        first.push(f);
-        steady.push(s);
-    }
-    row3(
-        &format!(
-            "{fleet} processes at the real cadence: datagrams/s sent (loader on the other core)"
-        ),
-        &mut rate,
-        0,
-        "datagrams/s",
-        "",
-    );
-    row3(
-        &format!("{fleet} processes at the real cadence: kernel drops after the first cycle"),
-        &mut steady,
-        0,
-        "datagrams",
-        "steady state",
-    );
-    row3(
-        &format!("{fleet} processes at the real cadence: kernel drops in the first cycle"),
-        &mut first,
-        0,
-        "datagrams",
-        "while every process is new",
-    );
+    cadence_rows(runs, quick);
 
     for &count in sizes {
         let (mut ms, mut bytes) = (Vec::new(), Vec::new());

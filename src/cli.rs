@@ -141,6 +141,14 @@ pub struct Args {
     #[arg(long = "collectd.udp-buffer", value_name = "BYTES", default_value_t = 8 * MIB)]
     pub udp_buffer: usize,
 
+    /// Sockets on every UDP listener (SO_REUSEPORT; a multicast listener keeps
+    /// one), each read by a thread of its own, and as many shards of the
+    /// SQLAlchemy store. Default: one fewer than the CPUs this process may run
+    /// on (the one left is the scrapes'), at least 1, at most 8.
+    #[arg(long = "collectd.receive-threads", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub receive_threads: Option<u16>,
+
     /// Least protection data needs to be accepted, as collectd's SecurityLevel: none,
     /// sign (signed or encrypted) or encrypt. sign and encrypt need --collectd.auth-file.
     #[arg(long = "collectd.security-level", value_name = "LEVEL", value_enum,
@@ -317,6 +325,9 @@ impl From<Args> for Config {
         Config {
             collectd_listen: a.collectd_listen,
             udp_buffer: a.udp_buffer,
+            receive_threads: a
+                .receive_threads
+                .map_or_else(crate::config::default_receive_threads, usize::from),
             collectd_allow: a.collectd_allow,
             multicast_interface: a.multicast_interface,
             security_level: a.security_level,

@@ -24,7 +24,7 @@ use crate::ingest::{Allow, Sink};
 use crate::snapshot::Sources;
 use crate::state::{ConfigFile, Current, Reloader};
 use crate::storage::{Start, Storage, StorageError};
-use crate::store::sqlalchemy::SqlaStore;
+use crate::store::sqlalchemy::shards::Shards;
 use crate::store::{Now, Stores};
 use crate::telemetry::{Listener, Telemetry, socket_inode};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -84,8 +84,16 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// Each UDP listener's address, once (a listener has a socket per
+    /// receive thread).
     pub fn udp_addresses(&self) -> Vec<SocketAddr> {
-        self.udp.iter().map(|(_, l)| l.address).collect()
+        let mut all: Vec<SocketAddr> = Vec::new();
+        for (_, l) in &self.udp {
+            if !all.contains(&l.address) {
+                all.push(l.address);
+            }
+        }
+        all
     }
 
     pub fn http_addresses(&self) -> Vec<SocketAddr> {
@@ -227,48 +235,41 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
             address,
             source,
         };
-        let socket = match address {
-            ListenAddress::Ip(group) if group.ip().is_multicast() => {
+        // A multicast group has one socket: every socket bound to the
+        // group would receive every datagram.
+        let multicast = matches!(address, ListenAddress::Ip(group) if group.ip().is_multicast());
+        let threads = if multicast {
+            1
+        } else {
+            config.receive_threads.max(1)
+        };
+        let first = match address {
+            ListenAddress::Ip(group) if multicast => {
                 let index = match &config.multicast_interface {
                     Some(name) => interface_index(name).map_err(err)?,
                     None => 0,
                 };
                 open_multicast(group, index).map_err(err)?
             }
-            _ => open(address, Type::DGRAM).map_err(err)?,
+            _ => open(address, Type::DGRAM, threads > 1).map_err(err)?,
         };
-        if config.udp_buffer > 0 {
-            socket
-                .set_recv_buffer_size(config.udp_buffer)
-                .map_err(err)?;
-            // SO_RCVBUF stops at net.core.rmem_max; with CAP_NET_ADMIN,
-            // SO_RCVBUFFORCE goes past it. Without the capability this fails
-            // and the size granted above stands (and is logged below).
-            if socket.recv_buffer_size().map_err(err)? < config.udp_buffer {
-                let _ = nix::sys::socket::setsockopt(
-                    &socket,
-                    nix::sys::socket::sockopt::RcvBufForce,
-                    &config.udp_buffer,
-                );
+        let mut sockets = vec![first];
+        if threads > 1 {
+            // The others join the first one's port (its own when it was :0);
+            // the kernel spreads senders over them by their address and port.
+            let local = sockets[0]
+                .local_addr()
+                .map_err(err)?
+                .as_socket()
+                .ok_or_else(|| err(std::io::Error::other("not an IP socket")))?;
+            let only_v6 = local.is_ipv6() && sockets[0].only_v6().map_err(err)?;
+            for _ in 1..threads {
+                sockets.push(open_reuse_port(local, only_v6).map_err(err)?);
             }
         }
-        let granted = socket.recv_buffer_size().map_err(err)?;
-        let socket: std::net::UdpSocket = socket.into();
-        socket.set_nonblocking(true).map_err(err)?;
-        let local = socket.local_addr().map_err(err)?;
-        if config.udp_buffer > 0 && granted < config.udp_buffer {
-            tracing::warn!(
-                listener = %local, requested = config.udp_buffer, granted,
-                "the kernel granted a smaller UDP receive buffer; raise net.core.rmem_max to avoid drops under load"
-            );
+        for socket in sockets {
+            udp.push(set_up_udp(socket, config, &telemetry).map_err(err)?);
         }
-        tracing::info!(listener = %local, receive_buffer = granted, "listening for collectd datagrams");
-        let listener = telemetry.add_listener(Listener::new(
-            local,
-            granted as u64,
-            socket_inode(socket.as_raw_fd()),
-        ));
-        udp.push((socket, listener));
     }
     let mut http = Vec::new();
     for &address in &config.web_listen {
@@ -277,7 +278,7 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
             address,
             source,
         };
-        let socket = open(address, Type::STREAM).map_err(err)?;
+        let socket = open(address, Type::STREAM, false).map_err(err)?;
         socket.listen(1024).map_err(err)?;
         let listener: std::net::TcpListener = socket.into();
         listener.set_nonblocking(true).map_err(err)?;
@@ -349,12 +350,14 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
 }
 
 /// The SQLAlchemy store this start begins with (see [`crate::storage`]).
-fn starting_store(start: Start, config: &Config) -> SqlaStore {
+fn starting_store(start: Start, config: &Config) -> Shards {
     let (freshness, limits) = (config.freshness, config.limits);
+    // One shard per receive thread: the threads apply side by side.
+    let n = config.receive_threads;
     match start {
         Start::Restored(saved) => {
             let (programs, saved_unix) = (saved.programs.len(), saved.saved_unix);
-            let store = SqlaStore::restore(*saved, freshness, limits, Now::wall());
+            let store = Shards::restore(n, *saved, freshness, limits, Now::wall());
             tracing::info!(
                 programs,
                 processes = store.snapshot(Instant::now()).tracked_processes,
@@ -367,16 +370,14 @@ fn starting_store(start: Start, config: &Config) -> SqlaStore {
             tracing::info!(
                 "first start with this storage directory: every process counts from zero"
             );
-            SqlaStore::new(freshness, limits)
+            Shards::new(n, freshness, limits, false)
         }
         Start::Unsaved(why) => {
             tracing::info!(
                 reason = %why,
                 "no saved counters: processes first seen within the first liveness window count from their first report"
             );
-            let mut store = SqlaStore::new(freshness, limits);
-            store.baseline_at_start();
-            store
+            Shards::new(n, freshness, limits, true)
         }
     }
 }
@@ -467,7 +468,56 @@ fn interface_index(name: &str) -> std::io::Result<u32> {
     })
 }
 
-fn open(address: ListenAddress, ty: Type) -> std::io::Result<Socket> {
+/// Sizes a bound UDP socket's receive buffer and gives it its counters.
+fn set_up_udp(
+    socket: Socket,
+    config: &Config,
+    telemetry: &Telemetry,
+) -> std::io::Result<(std::net::UdpSocket, Arc<Listener>)> {
+    if config.udp_buffer > 0 {
+        socket.set_recv_buffer_size(config.udp_buffer)?;
+        // SO_RCVBUF stops at net.core.rmem_max; with CAP_NET_ADMIN,
+        // SO_RCVBUFFORCE goes past it. Without the capability this fails
+        // and the size granted above stands (and is logged below).
+        if socket.recv_buffer_size()? < config.udp_buffer {
+            let _ = nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::RcvBufForce,
+                &config.udp_buffer,
+            );
+        }
+    }
+    let granted = socket.recv_buffer_size()?;
+    let socket: std::net::UdpSocket = socket.into();
+    socket.set_nonblocking(true)?;
+    let local = socket.local_addr()?;
+    if config.udp_buffer > 0 && granted < config.udp_buffer {
+        tracing::warn!(
+            listener = %local, requested = config.udp_buffer, granted,
+            "the kernel granted a smaller UDP receive buffer; raise net.core.rmem_max to avoid drops under load"
+        );
+    }
+    tracing::info!(listener = %local, receive_buffer = granted, "listening for collectd datagrams");
+    let listener = telemetry.add_listener(Listener::new(
+        local,
+        granted as u64,
+        socket_inode(socket.as_raw_fd()),
+    ));
+    Ok((socket, listener))
+}
+
+/// Another UDP socket on `local` with `SO_REUSEPORT`, beside the first one.
+fn open_reuse_port(local: SocketAddr, only_v6: bool) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
+    if local.is_ipv6() {
+        socket.set_only_v6(only_v6)?;
+    }
+    socket.set_reuse_port(true)?;
+    socket.bind(&local.into())?;
+    Ok(socket)
+}
+
+fn open(address: ListenAddress, ty: Type, reuse_port: bool) -> std::io::Result<Socket> {
     let protocol = if ty == Type::DGRAM {
         Protocol::UDP
     } else {
@@ -481,6 +531,9 @@ fn open(address: ListenAddress, ty: Type) -> std::io::Result<Socket> {
         }
         if ty == Type::STREAM {
             socket.set_reuse_address(true)?;
+        }
+        if reuse_port {
+            socket.set_reuse_port(true)?;
         }
         socket.bind(&addr.into())?;
         Ok(socket)
@@ -590,7 +643,7 @@ pub async fn run(
         }
         // Last: everything received is in.
         if let Some(storage) = storage {
-            let saved = crate::store::lock(&saved_stores.sqla).save(Now::wall());
+            let saved = saved_stores.sqla.save(Now::wall());
             let programs = saved.programs.len();
             match storage.save(&saved) {
                 Ok(()) => tracing::info!(programs, "counters saved for the next start"),

@@ -68,7 +68,7 @@ impl From<ApplyError> for ValueListReject {
         match e {
             ApplyError::OutOfOrder => ValueListReject::OutOfOrder,
             ApplyError::Stale => ValueListReject::Stale,
-            ApplyError::OverLimit(_) => ValueListReject::OverLimit,
+            ApplyError::OverLimit(_) | ApplyError::NeedsRoom(_) => ValueListReject::OverLimit,
         }
     }
 }
@@ -284,18 +284,7 @@ impl Telemetry {
         let listeners = self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
         let drops = kernel_drops();
         TelemetrySnapshot {
-            listeners: listeners
-                .iter()
-                .map(|l| ListenerSnapshot {
-                    label: l.label.clone(),
-                    datagrams: l.datagrams.load(Relaxed),
-                    bytes: l.bytes.load(Relaxed),
-                    receive_buffer: l.receive_buffer,
-                    kernel_drops: l
-                        .inode
-                        .and_then(|ino| drops.iter().find(|(i, _)| *i == ino).map(|(_, d)| *d)),
-                })
-                .collect(),
+            listeners: merged(&listeners, &drops),
             datagrams_rejected: zip(
                 DatagramReject::ALL.map(DatagramReject::as_str),
                 &self.datagrams_rejected,
@@ -339,6 +328,38 @@ fn zip(
         .into_iter()
         .zip(counters.iter().map(|c| c.load(Relaxed)))
         .collect()
+}
+
+/// One snapshot per listener: a listener with a socket per receive thread
+/// has a [`Listener`] per socket, all with its label, summed here (kernel
+/// drops too, by each socket's inode).
+fn merged(listeners: &[Arc<Listener>], drops: &[(u64, u64)]) -> Vec<ListenerSnapshot> {
+    let mut out: Vec<ListenerSnapshot> = Vec::new();
+    for l in listeners {
+        let dropped = l
+            .inode
+            .and_then(|ino| drops.iter().find(|(i, _)| *i == ino).map(|(_, d)| *d));
+        let (datagrams, bytes) = (l.datagrams.load(Relaxed), l.bytes.load(Relaxed));
+        match out.iter_mut().find(|s| s.label == l.label) {
+            Some(s) => {
+                s.datagrams += datagrams;
+                s.bytes += bytes;
+                s.receive_buffer = s.receive_buffer.max(l.receive_buffer);
+                s.kernel_drops = match (s.kernel_drops, dropped) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                };
+            }
+            None => out.push(ListenerSnapshot {
+                label: l.label.clone(),
+                datagrams,
+                bytes,
+                receive_buffer: l.receive_buffer,
+                kernel_drops: dropped,
+            }),
+        }
+    }
+    out
 }
 
 /// (socket inode, drops) of every UDP socket, from Linux's /proc/net/udp and

@@ -91,11 +91,31 @@ pub enum LogFormat {
     Json,
 }
 
+/// At most this many receive threads by default: beyond it a machine's
+/// cores are better left to what else it runs, and the flag says otherwise.
+pub const MAX_DEFAULT_RECEIVE_THREADS: usize = 8;
+
+/// `--collectd.receive-threads` by default: one fewer than the CPUs this
+/// process may run on (its affinity mask and its cgroup's CPU quota, as
+/// `available_parallelism` reads them), at least 1 and at most
+/// [`MAX_DEFAULT_RECEIVE_THREADS`]. The CPU left over is the scrapes': a
+/// scrape of a large fleet keeps a core busy while it encodes, and under a
+/// flood receive threads on every core would leave it none.
+pub fn default_receive_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .saturating_sub(1)
+        .clamp(1, MAX_DEFAULT_RECEIVE_THREADS)
+}
+
 /// Everything the server needs, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub collectd_listen: Vec<ListenAddress>,
     pub udp_buffer: usize,
+    /// Receive threads (sockets per UDP listener, shards of the SQLAlchemy
+    /// store), at least 1.
+    pub receive_threads: usize,
     /// Empty: every source is allowed.
     pub collectd_allow: Vec<ipnet::IpNet>,
     pub multicast_interface: Option<String>,

@@ -95,17 +95,18 @@ impl<K> Victims<K> {
     }
 }
 
-/// The two stores, each behind its own lock.
+/// The two stores: the SQLAlchemy one in shards (one per receive thread),
+/// each behind its own lock, and the generic one behind one.
 #[derive(Debug)]
 pub struct Stores {
-    pub sqla: Mutex<sqlalchemy::SqlaStore>,
+    pub sqla: sqlalchemy::shards::Shards,
     pub generic: Mutex<collectd::GenericStore>,
 }
 
 impl Stores {
     pub fn new(freshness: Freshness, limits: sqlalchemy::Limits, max_series: usize) -> Self {
         Stores::with(
-            sqlalchemy::SqlaStore::new(freshness, limits),
+            sqlalchemy::shards::Shards::one(sqlalchemy::SqlaStore::new(freshness, limits)),
             freshness,
             max_series,
         )
@@ -113,17 +114,18 @@ impl Stores {
 
     /// A given SQLAlchemy store (restored, or with the start-up baseline)
     /// and an empty generic one.
-    pub fn with(sqla: sqlalchemy::SqlaStore, freshness: Freshness, max_series: usize) -> Self {
+    pub fn with(sqla: sqlalchemy::shards::Shards, freshness: Freshness, max_series: usize) -> Self {
         Stores {
-            sqla: Mutex::new(sqla),
+            sqla,
             generic: Mutex::new(collectd::GenericStore::new(freshness, max_series)),
         }
     }
 
     /// What a scrape copies out of the SQLAlchemy store: everything done
-    /// while ingest waits on its lock (sorting comes after).
+    /// while ingest waits on a shard's lock, one shard at a time (sorting
+    /// comes after).
     pub fn sqla_snapshot(&self, now: Instant) -> sqlalchemy::Snapshot {
-        lock(&self.sqla).snapshot_unsorted(now)
+        self.sqla.snapshot_unsorted(now)
     }
 
     /// One page of a host/program's processes (`GET /api/v1/processes`):
@@ -137,19 +139,20 @@ impl Stores {
         offset: usize,
         limit: usize,
     ) -> Option<sqlalchemy::processes::ProcessList> {
-        lock(&self.sqla).processes(host, program, now, order, offset, limit)
+        self.sqla
+            .processes(host, program, now, order, offset, limit)
     }
 
     /// Every host/program's history, copied under the lock (sorted after).
     pub fn sqla_histories(&self, now: Instant) -> Vec<sqlalchemy::ProgramHistory> {
-        let mut all = lock(&self.sqla).histories_unsorted(now);
+        let mut all = self.sqla.histories_unsorted(now);
         all.sort_unstable_by(|a, b| (&*a.host, &*a.program).cmp(&(&*b.host, &*b.program)));
         all
     }
 
     /// How much the SQLAlchemy store holds (nothing copied).
     pub fn sqla_counts(&self, now: Instant) -> sqlalchemy::Counts {
-        lock(&self.sqla).counts(now)
+        self.sqla.counts(now)
     }
 
     /// What a scrape copies out of the generic store (naming comes after).
@@ -159,7 +162,7 @@ impl Stores {
 
     /// Counts dead processes and drops forgotten ones (see each store).
     pub fn sweep(&self, now: Instant) {
-        lock(&self.sqla).sweep(now);
+        self.sqla.sweep(now);
         lock(&self.generic).sweep(now);
     }
 }

@@ -40,6 +40,13 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// What every process reports in `sqlalchemy_pool`: numpools, checked
+    /// out, checked in, detached, connections.
+    pub const POOL: [f64; 5] = [1.0, 2.0, 3.0, 0.0, 5.0];
+    /// What every process reports in `sqlalchemy_totals`: checkouts,
+    /// invalidated, connects, disconnects.
+    pub const TOTALS: [i64; 4] = [100, 0, 5, 0];
+
     pub fn new(hosts: usize, programs: usize, per_pair: usize) -> Fleet {
         Fleet::from_host(0, hosts, programs, per_pair)
     }
@@ -120,8 +127,8 @@ impl Fleet {
             type_: type_.into(),
             type_instance: token.as_str().into(),
         };
-        let pool = [1.0, 2.0, 3.0, 0.0, 5.0].map(Value::Gauge);
-        let totals = [100, 0, 5, 0].map(Value::Derive);
+        let pool = Fleet::POOL.map(Value::Gauge);
+        let totals = Fleet::TOTALS.map(Value::Derive);
         self.datagrams[2 * slot] = Encoder::new()
             .client_value_list(&id("sqlalchemy_pool"), 1_000_000, 2, &pool)
             .finish()
@@ -347,29 +354,48 @@ impl Sender {
     }
 }
 
-/// The fields of the IPv4 UDP socket bound to 127.0.0.1:`port` in
-/// /proc/net/udp.
-fn proc_net_udp(port: u16) -> Option<Vec<String>> {
+/// The lines of /proc/net/udp of every socket bound to 127.0.0.1:`port`
+/// (several when the exporter has a socket per receive thread).
+fn proc_net_udp(port: u16) -> Vec<Vec<String>> {
     let want = format!("0100007F:{port:04X}");
     std::fs::read_to_string("/proc/net/udp")
-        .ok()?
+        .unwrap_or_default()
         .lines()
         .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        .find(|f| f.get(1) == Some(&want))
+        .filter(|f| f.get(1) == Some(&want))
+        .collect()
 }
 
-/// Bytes queued on the UDP socket bound to 127.0.0.1:`port`, not yet read
-/// by its owner (the rx_queue half of `tx_queue:rx_queue`).
+/// How many UDP sockets are bound to 127.0.0.1:`port` (one per receive
+/// thread of an exporter).
+pub fn sockets(port: u16) -> usize {
+    proc_net_udp(port).len()
+}
+
+/// Bytes queued on the UDP sockets bound to 127.0.0.1:`port`, not yet read
+/// by their owner (the rx_queue half of `tx_queue:rx_queue`), summed.
 pub fn rx_queue(port: u16) -> Option<u64> {
-    let fields = proc_net_udp(port)?;
-    let (_, rx) = fields.get(4)?.split_once(':')?;
-    u64::from_str_radix(rx, 16).ok()
+    let all = proc_net_udp(port);
+    if all.is_empty() {
+        return None;
+    }
+    all.iter()
+        .map(|f| {
+            let (_, rx) = f.get(4)?.split_once(':')?;
+            u64::from_str_radix(rx, 16).ok()
+        })
+        .sum()
 }
 
-/// Datagrams the kernel dropped on the UDP socket bound to
-/// 127.0.0.1:`port` because its buffer was full (the last column).
+/// Datagrams the kernel dropped on the UDP sockets bound to
+/// 127.0.0.1:`port` because their buffers were full (the last column),
+/// summed.
 pub fn udp_drops(port: u16) -> Option<u64> {
-    proc_net_udp(port)?.last()?.parse().ok()
+    let all = proc_net_udp(port);
+    if all.is_empty() {
+        return None;
+    }
+    all.iter().map(|f| f.last()?.parse::<u64>().ok()).sum()
 }
 
 /// Sends `datagrams` in batches of `batch`, each once the socket of

@@ -31,6 +31,7 @@ pub mod history;
 mod peaks;
 pub mod processes;
 pub mod saved;
+pub mod shards;
 
 use crate::collectd::{CdTime, HR_PER_SECOND};
 use crate::route::{Cumulative, Pool, RelayStat, Sample, SqlaRecord};
@@ -98,6 +99,11 @@ pub enum ApplyError {
     /// A new process or program would exceed `Limits`.
     #[error("{0} limit reached")]
     OverLimit(&'static str),
+    /// A shard of several (see [`shards`]) is at a limit its own entries
+    /// cannot make room under: its [`shards::Shards`] makes room across every
+    /// shard and applies the report again. Never leaves `Shards`.
+    #[error("{0} limit reached in this shard")]
+    NeedsRoom(&'static str),
 }
 
 /// Cumulative events the store has counted since it started.
@@ -667,6 +673,29 @@ pub struct SqlaStore {
     programs_made: u64,
     /// Ticks per bucket of the peak window.
     peak_bucket: u64,
+    /// When this store is one shard of several: the counts the limits apply
+    /// to, which every shard shares, and how much of them is this shard's.
+    shared: Option<Arc<shards::Shared>>,
+    published: [usize; 2],
+}
+
+/// What a shard's caller has already made room for, so that a report asks
+/// for room of each kind at most once.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Asked {
+    pub programs: bool,
+    pub processes: bool,
+    /// Apply reports of known processes only; any other is refused with
+    /// `NeedsRoom("new")`, to be applied in the batch's order afterwards.
+    pub known_only: bool,
+}
+
+/// Takes one of `count` if fewer than `max` are taken.
+fn take_one(count: &std::sync::atomic::AtomicUsize, max: usize) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    count
+        .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+        .is_ok()
 }
 
 impl Default for SqlaStore {
@@ -695,7 +724,72 @@ impl SqlaStore {
             programs_made: 0,
             peak_bucket: (freshness.peak_window.as_nanos() / u128::from(peaks::PARTS))
                 .clamp(1, u128::from(u64::MAX)) as u64,
+            shared: None,
+            published: [0; 2],
         }
+    }
+
+    /// Makes this store a shard counting against `shared`, with what it holds.
+    pub(crate) fn share(&mut self, shared: Arc<shards::Shared>, epoch: Option<Instant>) {
+        if let Some(epoch) = epoch {
+            self.epoch = epoch;
+        }
+        self.shared = Some(shared);
+        self.published = [0; 2];
+        self.publish();
+    }
+
+    /// Brings the shared counts up to what this shard holds.
+    fn publish(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(shared) = &self.shared else { return };
+        let held = [self.processes.len(), self.program_count];
+        for ((count, published), n) in [&shared.processes, &shared.programs]
+            .into_iter()
+            .zip(&mut self.published)
+            .zip(held)
+        {
+            if n >= *published {
+                count.fetch_add(n - *published, Relaxed);
+            } else {
+                count.fetch_sub(*published - n, Relaxed);
+            }
+            *published = n;
+        }
+    }
+
+    /// A shard's admission of a new process (and program): takes their
+    /// places in the shared counts, after dropping this shard's dead
+    /// processes if that is what makes room.
+    fn reserve(&mut self, new_program: bool, now: Instant, asked: Asked) -> Result<(), ApplyError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(shared) = self.shared.clone() else {
+            return Ok(());
+        };
+        let refuse = |kind: &'static str, asked: bool| {
+            if asked {
+                ApplyError::OverLimit(kind)
+            } else {
+                ApplyError::NeedsRoom(kind)
+            }
+        };
+        if new_program && !take_one(&shared.programs, self.limits.max_programs) {
+            return Err(refuse("program", asked.programs));
+        }
+        if !take_one(&shared.processes, self.limits.max_processes) {
+            self.evict_dead_processes(now);
+            if !take_one(&shared.processes, self.limits.max_processes) {
+                if new_program {
+                    shared.programs.fetch_sub(1, Relaxed);
+                }
+                return Err(refuse("process", asked.processes));
+            }
+        }
+        self.published[0] += 1;
+        if new_program {
+            self.published[1] += 1;
+        }
+        Ok(())
     }
 
     /// The peak window's bucket at `at`.
@@ -722,6 +816,16 @@ impl SqlaStore {
     }
 
     pub fn apply_report(&mut self, report: &Report<'_>, now: Now) -> Result<(), ApplyError> {
+        self.apply_asked(report, now, Asked::default())
+    }
+
+    /// [`SqlaStore::apply_report`], with the room already asked for.
+    pub(crate) fn apply_asked(
+        &mut self,
+        report: &Report<'_>,
+        now: Now,
+        asked: Asked,
+    ) -> Result<(), ApplyError> {
         let time = if report.time.is_zero() {
             // No TIME part: order by arrival instead.
             CdTime((now.unix * HR_PER_SECOND as f64) as u64)
@@ -772,17 +876,24 @@ impl SqlaStore {
             }
             return result;
         }
-
-        if program.is_none()
-            && self.program_count >= self.limits.max_programs
-            && !self.make_program_room(now.at)
-        {
-            return Err(ApplyError::OverLimit("program"));
+        if asked.known_only {
+            return Err(ApplyError::NeedsRoom("new"));
         }
-        if self.processes.len() >= self.limits.max_processes {
-            self.evict_dead_processes(now.at);
-            if self.processes.len() >= self.limits.max_processes && !self.make_room(now.at) {
-                return Err(ApplyError::OverLimit("process"));
+
+        if self.shared.is_some() {
+            self.reserve(program.is_none(), now.at, asked)?;
+        } else {
+            if program.is_none()
+                && self.program_count >= self.limits.max_programs
+                && !self.make_program_room(now.at)
+            {
+                return Err(ApplyError::OverLimit("program"));
+            }
+            if self.processes.len() >= self.limits.max_processes {
+                self.evict_dead_processes(now.at);
+                if self.processes.len() >= self.limits.max_processes && !self.make_room(now.at) {
+                    return Err(ApplyError::OverLimit("process"));
+                }
             }
         }
         let program = match program {
@@ -834,13 +945,19 @@ impl SqlaStore {
         let Some(id) = victim else {
             return false;
         };
+        self.evict_process(id, now);
+        true
+    }
+
+    /// Drops a process to make room at the process limit.
+    fn evict_process(&mut self, id: ProcessId, now: Instant) {
         if let Some(process) = self.processes.remove(&id) {
             let tick = self.tick(now);
             unload(&mut self.programs, id, &process, tick, self.peak_bucket);
         }
         self.tokens.release(id.token);
         self.stats.processes_evicted += 1;
-        true
+        self.publish();
     }
 
     /// Lists the processes that reported once of the source holding the most
@@ -885,26 +1002,7 @@ impl SqlaStore {
             return false;
         }
         self.last_program_scan = Some(now);
-        // Per program: whether it is kept, because a process of it reported
-        // twice or because it has none left (a dead program, exported until
-        // forgotten); a program of only once-seen processes is not.
-        let mut confirmed = vec![true; self.programs.len()];
-        let mut has_process = vec![false; self.programs.len()];
-        for id in self.processes.keys() {
-            if let Some(h) = has_process.get_mut(id.program as usize) {
-                *h = true;
-            }
-        }
-        for (c, h) in confirmed.iter_mut().zip(&has_process) {
-            *c = !*h;
-        }
-        for (id, p) in &self.processes {
-            if p.has(CONFIRMED)
-                && let Some(c) = confirmed.get_mut(id.program as usize)
-            {
-                *c = true;
-            }
-        }
+        let confirmed = self.programs_kept();
         let evictable = self
             .programs
             .iter()
@@ -935,9 +1033,43 @@ impl SqlaStore {
             .collect();
         once.sort_unstable_by_key(|(created, _)| std::cmp::Reverse(*created));
         once.truncate((self.limits.max_programs / 8).max(1));
+        let ids: Vec<ProgramId> = once.into_iter().map(|(_, id)| id).collect();
+        self.evict_programs(&ids);
+        !ids.is_empty()
+    }
+
+    /// Per program (by id): whether it is kept at the program limit, because
+    /// a process of it reported twice or because it has none left (a dead
+    /// program, exported until forgotten); a program of only once-seen
+    /// processes is not.
+    fn programs_kept(&self) -> Vec<bool> {
+        let mut confirmed = vec![true; self.programs.len()];
+        let mut has_process = vec![false; self.programs.len()];
+        for id in self.processes.keys() {
+            if let Some(h) = has_process.get_mut(id.program as usize) {
+                *h = true;
+            }
+        }
+        for (c, h) in confirmed.iter_mut().zip(&has_process) {
+            *c = !*h;
+        }
+        for (id, p) in &self.processes {
+            if p.has(CONFIRMED)
+                && let Some(c) = confirmed.get_mut(id.program as usize)
+            {
+                *c = true;
+            }
+        }
+        confirmed
+    }
+
+    /// Drops the programs `ids` and their processes at the program limit.
+    fn evict_programs(&mut self, ids: &[ProgramId]) {
         let mut evict = vec![false; self.programs.len()];
-        for (_, id) in &once {
-            evict[*id as usize] = true;
+        for id in ids {
+            if let Some(e) = evict.get_mut(*id as usize) {
+                *e = true;
+            }
         }
         let (stats, tokens) = (&mut self.stats, &mut self.tokens);
         self.processes.retain(|id, _| {
@@ -948,7 +1080,7 @@ impl SqlaStore {
             }
             !gone
         });
-        for (_, id) in &once {
+        for id in ids {
             if let Some(slot) = self.programs.get_mut(*id as usize)
                 && let Some(program) = slot.take()
             {
@@ -963,7 +1095,7 @@ impl SqlaStore {
                 self.stats.programs_evicted += 1;
             }
         }
-        !once.is_empty()
+        self.publish();
     }
 
     fn add_program(&mut self, host: &str, name: &str, source: Source, at: Instant) -> ProgramId {
@@ -983,7 +1115,13 @@ impl SqlaStore {
             clock_offset: None,
             clock_steps: 0,
             source,
-            created: self.programs_made,
+            created: match &self.shared {
+                // Comparable across shards, for the program limit's choice.
+                Some(shared) => shared
+                    .programs_made
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                None => self.programs_made,
+            },
             peaks: Peaks::new(self.bucket(at)),
             history: History::new(self.tick(at).0 / HISTORY_STEP),
         };
@@ -1051,6 +1189,7 @@ impl SqlaStore {
         }
         self.hold(&held, now);
         self.shrink();
+        self.publish();
     }
 
     /// The held sums of each program (by id) are `held` from `at` on.
@@ -1115,6 +1254,7 @@ impl SqlaStore {
             }
             live
         });
+        self.publish();
     }
 
     /// Every host/program not yet forgotten, with gauges over the processes
