@@ -159,6 +159,36 @@ fn send_all(to: SocketAddr, datagrams: &[Vec<u8>]) {
     load::Sender::new(to).send(datagrams);
 }
 
+/// Iterations/s of a CPU-bound loop (no memory traffic) on `threads`
+/// threads at once, all together: what the machine's CPUs give side by side,
+/// the ceiling of any speed-up from more threads.
+fn spin_rate(threads: usize) -> f64 {
+    const ITERATIONS: u64 = 200_000_000;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut x = 0u64;
+                for i in 0..ITERATIONS {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+                }
+                std::hint::black_box(x);
+                Instant::now()
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let end = handles
+        .into_iter()
+        .map(|h| h.join().expect("spin thread"))
+        .max()
+        .unwrap_or(start);
+    (threads as u64 * ITERATIONS) as f64 / end.duration_since(start).as_secs_f64()
+}
+
 /// Empties `fd` (non-blocking) with recvmmsg, 64 at a time; returns how
 /// many it read.
 fn drain_fd(fd: std::os::fd::RawFd) -> usize {
@@ -228,20 +258,36 @@ fn ceiling_threads(datagrams: &[Vec<u8>], per_cycle: usize, threads: usize) -> f
 }
 
 /// Sends `datagrams` to `to` from [`SOURCE_PORTS`] ports, each process's
-/// datagrams (two a process, `per_cycle` a cycle) from one port, and
-/// closes them: what they sent is queued on the receiving sockets, and
-/// closed they are no longer lines of /proc/net/udp, which a drain polls
-/// (reading it with every sender open takes a good part of a core).
+/// datagrams (two a process, `per_cycle` a cycle) from one port, half of the
+/// ports from a thread on each of the first two CPUs (as a fleet's traffic
+/// comes in on several: on loopback a datagram's buffer is freed back to
+/// the CPU that sent it), and closes them: what they sent is queued on the
+/// receiving sockets, and closed they are no longer lines of
+/// /proc/net/udp, which a drain polls (reading it with every sender open
+/// takes a good part of a core).
 fn send_by_port(to: SocketAddr, datagrams: &[Vec<u8>], per_cycle: usize) {
-    let mut senders: Vec<load::Sender> = (0..SOURCE_PORTS).map(|_| load::Sender::new(to)).collect();
     let mut by_port: Vec<Vec<&Vec<u8>>> = vec![Vec::new(); SOURCE_PORTS];
     for (i, d) in datagrams.iter().enumerate() {
         let process = (i % per_cycle.max(1)) / 2;
         by_port[process % SOURCE_PORTS].push(d);
     }
-    for (sender, ds) in senders.iter_mut().zip(&by_port) {
-        sender.send(ds);
-    }
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(2);
+    let per_cpu = SOURCE_PORTS.div_ceil(cpus);
+    std::thread::scope(|scope| {
+        for (cpu, ports) in by_port.chunks(per_cpu).enumerate() {
+            scope.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                if set.set(cpu).is_ok() {
+                    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+                }
+                for ds in ports {
+                    load::Sender::new(to).send(ds);
+                }
+            });
+        }
+    });
 }
 
 /// Datagrams/s a bare recvmmsg loop drains from a pre-filled socket.
@@ -403,6 +449,17 @@ fn drain_threads(datagrams: &[Vec<u8>], per_cycle: usize, threads: usize) -> f64
 /// receive thread and two (this machine's cores), each against the bare
 /// drain of as many sockets and threads.
 fn thread_rows(runs: usize, d: &[Vec<u8>], processes: usize) {
+    let mut spins = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (threads, v) in [1, 2].into_iter().zip(spins.iter_mut()) {
+            v.push(spin_rate(threads));
+        }
+    }
+    let [one, two] = spins.map(|mut v| median(&mut v).0);
+    println!(
+        "| ceiling: a CPU-bound loop on 2 threads / on 1 | {:.2}× | what this machine's CPUs give side by side |",
+        two / one
+    );
     let mut bare = Vec::new();
     for threads in [1, 2] {
         let mut rates = Vec::new();
@@ -442,8 +499,9 @@ fn thread_rows(runs: usize, d: &[Vec<u8>], processes: usize) {
         );
     }
     println!(
-        "| drain, 2 receive threads / 1 | {:.2}× | target ≥ 1.7× |",
-        medians[1] / medians[0]
+        "| drain, 2 receive threads / 1 | {:.2}× | target ≥ 1.7×; the CPU-bound loop's 2 / 1 in this run: {:.2}× |",
+        medians[1] / medians[0],
+        two / one
     );
 }
 
