@@ -42,6 +42,11 @@ use std::collections::HashMap;
 
 /// Keys come from the network: a seeded hasher, fast for short strings.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// The process map: its growth moves a few entries on each insert instead
+/// of all of them at once, so that a fleet that is new to the exporter (a
+/// restart) does not stall ingest for the tens of milliseconds a rehash of
+/// hundreds of thousands of entries takes.
+type ProcessMap = griddle::HashMap<ProcessId, Process, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -655,7 +660,7 @@ pub struct SqlaStore {
     programs: Vec<Option<Program>>,
     free: Vec<ProgramId>,
     program_count: usize,
-    processes: Map<ProcessId, Process>,
+    processes: ProcessMap,
     tokens: Tokens,
     /// Where `Tick` counts from.
     epoch: Instant,
@@ -713,7 +718,7 @@ impl SqlaStore {
             programs: Vec::new(),
             free: Vec::new(),
             program_count: 0,
-            processes: Map::default(),
+            processes: ProcessMap::default(),
             tokens: Tokens::default(),
             epoch: Instant::now(),
             stats: StoreStats::default(),
@@ -964,10 +969,7 @@ impl SqlaStore {
     /// of them, and within it of the host holding the most (one runaway host
     /// behind a relay or a NAT makes room out of its own), in the order they
     /// make room: newest first (the list is taken from its end).
-    fn victims(
-        processes: &Map<ProcessId, Process>,
-        programs: &[Option<Program>],
-    ) -> Vec<ProcessId> {
+    fn victims(processes: &ProcessMap, programs: &[Option<Program>]) -> Vec<ProcessId> {
         let host = |id: &ProcessId| match programs.get(id.program as usize) {
             Some(Some(p)) => &*p.host,
             _ => "",
