@@ -268,24 +268,36 @@ const TEXT_TOKEN: u64 = 1 << 63;
 fn packed_token(token: &str) -> Option<u64> {
     // The colon of a packable token is the seventh byte from the end: looked
     // at directly rather than searched for, on every report. (Any other
-    // colon makes the pid part fail its digit check below.)
-    let colon = token.len().checked_sub(7)?;
-    if token.as_bytes()[colon] != b':' {
+    // colon makes the pid part fail its digit check below.) One pass over
+    // each part checks and converts it.
+    let b = token.as_bytes();
+    let colon = b.len().checked_sub(7)?;
+    let (pid, rest) = b.split_at(colon);
+    let (&sep, hex) = rest.split_first()?;
+    if sep != b':' || pid.is_empty() || pid.len() > 10 || (pid.len() > 1 && pid[0] == b'0') {
         return None;
     }
-    let (pid, hex) = (&token[..colon], &token[colon + 1..]);
-    if hex.len() != 6
-        || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        || pid.is_empty()
-        || pid.len() > 10
-        || (pid.len() > 1 && pid.starts_with('0'))
-        || !pid.bytes().all(|b| b.is_ascii_digit())
-    {
+    let mut p = 0u64;
+    for &c in pid {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        p = p * 10 + u64::from(d);
+    }
+    if p > u64::from(u32::MAX) {
         return None;
     }
-    let pid: u32 = pid.parse().ok()?;
-    let hex = u64::from_str_radix(hex, 16).ok()?;
-    Some(u64::from(pid) << 24 | hex)
+    let mut h = 0u64;
+    for &c in hex {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        h = h << 4 | u64::from(d);
+    }
+    Some(p << 24 | h)
 }
 
 /// Numbers for tokens that do not pack, held while a process uses them.
@@ -1565,6 +1577,22 @@ mod tests {
             "\0relay",
         ] {
             assert_eq!(packed_token(text), None, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A token packs exactly when the number gives it back as it was.
+        #[test]
+        fn a_token_packs_exactly_when_its_number_gives_it_back(
+            token in "[0-9+]{0,11}[:;]?[0-9a-gA-F]{0,7}"
+        ) {
+            let back = packed_token(&token).map(|n| format!("{}:{:06x}", n >> 24, n & 0xff_ffff));
+            let canonical = token.split_once(':').is_some_and(|(pid, hex)| {
+                pid.parse::<u32>().is_ok_and(|p| p.to_string() == pid)
+                    && hex.len() == 6
+                    && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            });
+            proptest::prop_assert_eq!(back.as_deref(), canonical.then_some(token.as_str()));
         }
     }
 
