@@ -42,6 +42,10 @@ impl FamilyWriter for TextWriter<'_> {
             suffix,
         })
     }
+
+    fn renders_labels(&self) -> bool {
+        true
+    }
 }
 
 impl SampleWriter for Samples<'_> {
@@ -50,17 +54,27 @@ impl SampleWriter for Samples<'_> {
         self.out.push_str(self.suffix);
         if !labels.is_empty() {
             self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                self.out.push_str(k);
-                self.out.push_str("=\"");
-                escape(self.out, v, true);
-                self.out.push('"');
-            }
+            render_labels(self.out, labels);
             self.out.push('}');
         }
+        self.value(value)
+    }
+
+    fn sample_rendered(&mut self, labels: &str, value: Number) -> fmt::Result {
+        self.out.push_str(self.name);
+        self.out.push_str(self.suffix);
+        if !labels.is_empty() {
+            self.out.push('{');
+            self.out.push_str(labels);
+            self.out.push('}');
+        }
+        self.value(value)
+    }
+}
+
+impl Samples<'_> {
+    /// The value and the end of the line.
+    fn value(&mut self, value: Number) -> fmt::Result {
         self.out.push(' ');
         match value {
             Number::U64(n) => self.out.push_str(itoa::Buffer::new().format(n)),
@@ -68,6 +82,21 @@ impl SampleWriter for Samples<'_> {
         }
         self.out.push('\n');
         Ok(())
+    }
+}
+
+/// A label set as it stands between the braces of a sample line:
+/// `k="v",k2="v2"`, values escaped. What [`SampleWriter::sample_rendered`]
+/// takes: a label set written once and copied into every family's line.
+pub fn render_labels(out: &mut String, labels: &Labels<'_>) {
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(out, v, true);
+        out.push('"');
     }
 }
 
