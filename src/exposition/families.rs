@@ -740,6 +740,7 @@ fn write_otel(programs: &[ProgramSnapshot], w: &mut dyn FamilyWriter) -> fmt::Re
 }
 
 fn write_generic(g: &GenericSnapshot, w: &mut dyn FamilyWriter) -> fmt::Result {
+    let rendered = w.renders_labels();
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(4);
     for f in &g.families {
         let family = Family {
@@ -748,15 +749,19 @@ fn write_generic(g: &GenericSnapshot, w: &mut dyn FamilyWriter) -> fmt::Result {
             kind: f.kind,
         };
         w.family(&family, &mut |s| {
-            for (values, number) in &f.samples {
-                labels.clear();
-                labels.extend(
-                    f.label_names
-                        .iter()
-                        .map(String::as_str)
-                        .zip(values.iter().map(String::as_str)),
-                );
-                s.sample(&labels, *number)?;
+            for sample in &f.samples {
+                if rendered {
+                    s.sample_rendered(g.rendered(sample), sample.number)?;
+                } else {
+                    labels.clear();
+                    labels.extend(
+                        f.label_names
+                            .iter()
+                            .map(String::as_str)
+                            .zip(g.values(f, sample)),
+                    );
+                    s.sample(&labels, sample.number)?;
+                }
             }
             Ok(())
         })?;
