@@ -192,7 +192,7 @@ pub fn resolve(live: &Live, types: &TypesDb, host_label: &str) -> GenericSnapsho
     let mut conflicts = Conflicts::default();
     let mut name = String::new();
     for (at, e) in entries.iter().enumerate() {
-        let (host, plugin, plugin_instance, type_, type_instance) = e.identity();
+        let [host, plugin, plugin_instance, type_, type_instance] = identity(e.key());
         let known = plugins.entry(plugin).or_insert_with(|| Plugin {
             label: label_name(plugin, host_label),
             names: [None; 8],
@@ -399,6 +399,29 @@ pub fn resolve(live: &Live, types: &TypesDb, host_label: &str) -> GenericSnapsho
         sets,
         rendered,
     }
+}
+
+/// Host, plugin, plugin instance, type and type instance of a value list,
+/// from its key (the five joined by NUL, `LiveEntry::key`), as
+/// `LiveEntry::identity` splits it: by the byte, which for fields this short
+/// is several times quicker than a search for the character.
+fn identity(key: &str) -> [&str; 5] {
+    let mut parts = [""; 5];
+    let mut n = 0;
+    let mut start = 0;
+    for (i, b) in key.bytes().enumerate() {
+        if b == 0 {
+            if let Some(part) = parts.get_mut(n) {
+                *part = key.get(start..i).unwrap_or_default();
+            }
+            n += 1;
+            start = i + 1;
+        }
+    }
+    if let Some(part) = parts.get_mut(n) {
+        *part = key.get(start..).unwrap_or_default();
+    }
+    parts
 }
 
 /// The kind of family a value is exported in.
@@ -791,6 +814,20 @@ mod tests {
         assert_eq!(names(&snap), vec!["collectd_p_two_a_b{instance=vm}"]);
         assert_eq!(snap.families[0].samples[0].number, Number::F64(1.0));
         assert_eq!(snap.conflicts.duplicate_series, 1);
+    }
+
+    #[test]
+    fn a_key_splits_as_the_store_splits_it() {
+        let (s, now) = store_with(&[
+            vl("vm", "cpu", "0", "cpu", "idle", &[Value::Derive(1)]),
+            vl("", "ü", "", "load", "", &[Value::Gauge(1.0)]),
+        ]);
+        for e in s.live(now.at).entries() {
+            let (a, b, c, d, f) = e.identity();
+            assert_eq!(identity(e.key()), [a, b, c, d, f]);
+        }
+        assert_eq!(identity("a\0b"), ["a", "b", "", "", ""]);
+        assert_eq!(identity("a\0b\0c\0d\0e\0f"), ["a", "b", "c", "d", "e"]);
     }
 
     #[test]
