@@ -112,10 +112,85 @@ pub fn write_f64(out: &mut String, x: f64) -> fmt::Result {
         // `{x}` writes for it, by the integer formatter: a fraction of the
         // cost of the shortest-float search.
         out.push_str(itoa::Buffer::new().format(x as i64));
+    } else if let Some((n, digits)) = shortest_fraction(x) {
+        // The digits `{x}` writes, without its general search.
+        if x < 0.0 {
+            out.push('-');
+        }
+        let scale = POW10_INT[digits as usize];
+        out.push_str(itoa::Buffer::new().format(n / scale));
+        out.push('.');
+        let fraction = n % scale;
+        let mut buffer = itoa::Buffer::new();
+        let fraction = buffer.format(fraction);
+        for _ in fraction.len()..digits as usize {
+            out.push('0');
+        }
+        out.push_str(fraction);
     } else {
         write!(out, "{x}")?;
     }
     Ok(())
+}
+
+/// 10^0 ..= 10^17, each exact in an `f64`.
+const POW10: [f64; 18] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17,
+];
+
+/// [`POW10`] as integers.
+const POW10_INT: [u64; 18] = {
+    let mut p = [1u64; 18];
+    let mut i = 1;
+    while i < p.len() {
+        p[i] = p[i - 1] * 10;
+        i += 1;
+    }
+    p
+};
+
+/// For a finite `x` with a fraction (a timestamp, an offset in seconds):
+/// the fewest decimals `d` and the integer `n` such that `n / 10^d` reads
+/// back as `|x|`, which is what `{x}` writes (its shortest representation;
+/// of two candidates with as many digits it writes the closer, and so does
+/// this: `n` is `|x| × 10^d` rounded to the nearest, computed exactly).
+/// `None` where this cannot say so cheaply, for `{x}` to write: a value
+/// whose candidate would not be exact in an `f64` (`n` ≥ 2^53), a power of
+/// two (its rounding interval is lopsided), a tie, a subnormal or a value
+/// below 2^-57.
+fn shortest_fraction(x: f64) -> Option<(u64, u32)> {
+    let bits = x.to_bits();
+    let fraction_bits = bits & ((1 << 52) - 1);
+    let exponent = ((bits >> 52) & 0x7ff) as i32;
+    if exponent == 0 || exponent == 0x7ff || fraction_bits == 0 {
+        return None;
+    }
+    // |x| = mantissa × 2^-shift exactly.
+    let mantissa = u128::from(fraction_bits | (1 << 52));
+    let shift = 1075 - exponent;
+    if !(1..=110).contains(&shift) {
+        return None;
+    }
+    let shift = shift as u32;
+    let half = 1u128 << (shift - 1);
+    let below = (1u128 << shift) - 1;
+    for digits in 1..POW10.len() as u32 {
+        let scaled = mantissa * u128::from(POW10_INT[digits as usize]);
+        let rest = scaled & below;
+        let n = (scaled >> shift) + u128::from(rest > half);
+        if rest == half || n >= 1 << 53 {
+            return None;
+        }
+        // Below 2^53, so exact in an `f64`, as the power of ten is: the
+        // quotient is the correctly rounded n / 10^d, what reading those
+        // digits gives.
+        let n = n as u64;
+        if n as f64 / POW10[digits as usize] == x.abs() {
+            return Some((n, digits));
+        }
+    }
+    None
 }
 
 /// Whole values below this are written as integers (exact in an `f64` and
@@ -181,6 +256,9 @@ mod tests {
         assert_eq!(f(1795289844.783717), "1795289844.783717");
         assert_eq!(f(-0.0), "-0");
         assert_eq!(f(-7.0), "-7");
+        assert_eq!(f(-1.25), "-1.25");
+        assert_eq!(f(0.001), "0.001");
+        assert_eq!(f(1e-7), "0.0000001");
         // Whole values are written as the float formatter writes them.
         for x in [
             0.0,
@@ -196,5 +274,52 @@ mod tests {
         ] {
             assert_eq!(f(x), format!("{x}"), "{x}");
         }
+    }
+
+    /// Fractions are written as the float formatter writes them: receive
+    /// timestamps, clock offsets, values with few and many digits, near
+    /// powers of two and ten, and doubles of every exponent.
+    #[test]
+    fn fractions_are_written_as_the_float_formatter_writes_them() {
+        let f = |x: f64| {
+            let mut s = String::new();
+            write_f64(&mut s, x).unwrap();
+            s
+        };
+        // xorshift64*: deterministic, no dependency.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let r = next();
+            let micros = (r % 4_000_000_000_000_000) as f64 / 1e6;
+            let offset = (r % 2_000_000) as f64 / 1e6 - 1.0;
+            let any = f64::from_bits(r);
+            let mantissa = (r >> 11) as f64 / (1u64 << 53) as f64;
+            let scaled = mantissa * POW10[(r % 18) as usize];
+            let decimal = (r % 100_000) as f64 / POW10[(r >> 60) as usize % 9];
+            let near_two = 2f64.powi((r % 100) as i32 - 60) * (1.0 + f64::EPSILON * (r % 3) as f64);
+            for x in [
+                micros,
+                offset,
+                any,
+                -any,
+                scaled,
+                decimal,
+                near_two,
+                1.0 / scaled,
+            ] {
+                if x.is_finite() {
+                    assert_eq!(f(x), format!("{x}"), "{x:e} ({:#x})", x.to_bits());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 150_000);
     }
 }
