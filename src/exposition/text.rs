@@ -133,13 +133,7 @@ pub fn write_f64(out: &mut String, x: f64) -> fmt::Result {
     Ok(())
 }
 
-/// 10^0 ..= 10^17, each exact in an `f64`.
-const POW10: [f64; 18] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17,
-];
-
-/// [`POW10`] as integers.
+/// 10^0 ..= 10^17.
 const POW10_INT: [u64; 18] = {
     let mut p = [1u64; 18];
     let mut i = 1;
@@ -154,11 +148,13 @@ const POW10_INT: [u64; 18] = {
 /// the fewest decimals `d` and the integer `n` such that `n / 10^d` reads
 /// back as `|x|`, which is what `{x}` writes (its shortest representation;
 /// of two candidates with as many digits it writes the closer, and so does
-/// this: `n` is `|x| × 10^d` rounded to the nearest, computed exactly).
-/// `None` where this cannot say so cheaply, for `{x}` to write: a value
-/// whose candidate would not be exact in an `f64` (`n` ≥ 2^53), a power of
-/// two (its rounding interval is lopsided), a tie, a subnormal or a value
-/// below 2^-57.
+/// this: `n` is `|x| × 10^d` rounded to the nearest). Exact: `|x|` is
+/// `m / 2^s`, so `|x| × 10^d × 2^s` is the integer `m × 10^d`, and `n`
+/// reads back as `|x|` when it lies within half a unit of `m` at that scale
+/// (at exactly half when `m` is even: reading rounds ties to even).
+/// `None` where this cannot say so, for `{x}` to write: a power of two (its
+/// rounding interval is lopsided), a tie, a subnormal, a value below
+/// 2^-57, or one that needs more than 17 decimals.
 fn shortest_fraction(x: f64) -> Option<(u64, u32)> {
     let bits = x.to_bits();
     let fraction_bits = bits & ((1 << 52) - 1);
@@ -166,8 +162,8 @@ fn shortest_fraction(x: f64) -> Option<(u64, u32)> {
     if exponent == 0 || exponent == 0x7ff || fraction_bits == 0 {
         return None;
     }
-    // |x| = mantissa × 2^-shift exactly.
-    let mantissa = u128::from(fraction_bits | (1 << 52));
+    // |x| = mantissa / 2^shift exactly.
+    let mantissa = fraction_bits | (1 << 52);
     let shift = 1075 - exponent;
     if !(1..=110).contains(&shift) {
         return None;
@@ -175,19 +171,27 @@ fn shortest_fraction(x: f64) -> Option<(u64, u32)> {
     let shift = shift as u32;
     let half = 1u128 << (shift - 1);
     let below = (1u128 << shift) - 1;
-    for digits in 1..POW10.len() as u32 {
-        let scaled = mantissa * u128::from(POW10_INT[digits as usize]);
+    let even = mantissa % 2 == 0;
+    for digits in 1..POW10_INT.len() as u32 {
+        let scale = u128::from(POW10_INT[digits as usize]);
+        // |x| × 10^d × 2^shift: below 2^53 × 10^17 < 2^110.
+        let scaled = u128::from(mantissa) * scale;
         let rest = scaled & below;
-        let n = (scaled >> shift) + u128::from(rest > half);
-        if rest == half || n >= 1 << 53 {
+        if rest == half {
             return None;
         }
-        // Below 2^53, so exact in an `f64`, as the power of ten is: the
-        // quotient is the correctly rounded n / 10^d, what reading those
-        // digits gives.
-        let n = n as u64;
-        if n as f64 / POW10[digits as usize] == x.abs() {
-            return Some((n, digits));
+        let (n, distance) = match rest > half {
+            true => ((scaled >> shift) + 1, (1u128 << shift) - rest),
+            false => (scaled >> shift, rest),
+        };
+        // |n - |x| × 10^d| < 10^d / 2 ulp, in units of 2^-shift.
+        let within = match (2 * distance).cmp(&scale) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => even,
+            std::cmp::Ordering::Greater => false,
+        };
+        if within {
+            return u64::try_from(n).ok().map(|n| (n, digits));
         }
     }
     None
@@ -299,13 +303,15 @@ mod tests {
             let r = next();
             let micros = (r % 4_000_000_000_000_000) as f64 / 1e6;
             let offset = (r % 2_000_000) as f64 / 1e6 - 1.0;
+            let nanos = 1.7e9 + (r % 1_000_000_000_000_000) as f64 / 1e9;
             let any = f64::from_bits(r);
             let mantissa = (r >> 11) as f64 / (1u64 << 53) as f64;
-            let scaled = mantissa * POW10[(r % 18) as usize];
-            let decimal = (r % 100_000) as f64 / POW10[(r >> 60) as usize % 9];
+            let scaled = mantissa * POW10_INT[(r % 18) as usize] as f64;
+            let decimal = (r % 100_000) as f64 / POW10_INT[(r >> 60) as usize % 9] as f64;
             let near_two = 2f64.powi((r % 100) as i32 - 60) * (1.0 + f64::EPSILON * (r % 3) as f64);
             for x in [
                 micros,
+                nanos,
                 offset,
                 any,
                 -any,
@@ -320,6 +326,6 @@ mod tests {
                 }
             }
         }
-        assert!(checked > 150_000);
+        assert!(checked > 170_000);
     }
 }
