@@ -155,6 +155,7 @@ pub fn resolve(live: &Live, types: &TypesDb, host_label: &str) -> GenericSnapsho
     }
     /// A sample before duplicates are resolved; `set` is its value list's,
     /// `order` its place in creation order.
+    #[derive(Clone, Copy)]
     struct Raw {
         set: Span,
         family: usize,
@@ -330,7 +331,9 @@ pub fn resolve(live: &Live, types: &TypesDb, host_label: &str) -> GenericSnapsho
     let mut seen = vec![false; name_lists.len()];
     for f in order {
         let mut kept = std::mem::take(&mut by_family[f]);
-        kept.sort_unstable_by(|a, b| (a.set.get(&sets), a.order).cmp(&(b.set.get(&sets), b.order)));
+        let mut keys: Vec<(u64, usize)> = (0..kept.len()).map(|i| (0, i)).collect();
+        sort_by_set(&mut keys, &|i| (kept[i].set.get(&sets), kept[i].order), 0);
+        kept = keys.iter().map(|&(_, i)| kept[i]).collect();
         // Of equal label sets the one received last (ties: the larger
         // identity) is kept, in place.
         let newer = |r: &Raw| {
@@ -401,6 +404,66 @@ pub fn resolve(live: &Live, types: &TypesDb, host_label: &str) -> GenericSnapsho
         evicted: live.evicted(),
         sets,
         rendered,
+    }
+}
+
+/// Below this many, [`sort_by_set`] compares whole label sets.
+const SMALL_SORT: usize = 32;
+
+/// Sorts `items` (an index each, and room for a key) by the label set
+/// `set` gives for the index, then by its creation order, from byte `depth`
+/// of the label sets on (the bytes before are equal): by the 8 bytes after
+/// the prefix all of them share, as an integer kept beside the index, then
+/// each run of equal keys the same way 8 bytes further. The label sets of a
+/// family share long stretches (label names, host name prefixes), so this
+/// reads each one a few times instead of comparing it whole, through a
+/// pointer, some twenty times.
+fn sort_by_set<'a>(
+    items: &mut [(u64, usize)],
+    set: &dyn Fn(usize) -> (&'a str, usize),
+    depth: usize,
+) {
+    let tail = |i: usize| {
+        let (bytes, order) = set(i);
+        (bytes.as_bytes().get(depth..).unwrap_or_default(), order)
+    };
+    if items.len() < SMALL_SORT {
+        items.sort_unstable_by(|a, b| tail(a.1).cmp(&tail(b.1)));
+        return;
+    }
+    let first = tail(items[0].1).0;
+    let shared = items.iter().fold(first.len(), |shared, item| {
+        let other = tail(item.1).0;
+        shared.min(first.iter().zip(other).take_while(|(a, b)| a == b).count())
+    });
+    let at = depth + shared;
+    let mut ended = true;
+    for item in items.iter_mut() {
+        let bytes = set(item.1).0.as_bytes().get(at..).unwrap_or_default();
+        let mut key = [0u8; 8];
+        let n = bytes.len().min(8);
+        key[..n].copy_from_slice(&bytes[..n]);
+        ended &= bytes.len() <= 8;
+        // Zeros past the end sort a set before those it is a prefix of;
+        // a label set never holds two NULs in a row, so none ties with
+        // another that goes on.
+        item.0 = u64::from_be_bytes(key);
+    }
+    items.sort_unstable_by_key(|item| item.0);
+    let mut start = 0;
+    while start < items.len() {
+        let key = items[start].0;
+        let run = items[start..].iter().take_while(|i| i.0 == key).count();
+        let equal = &mut items[start..start + run];
+        if run > 1 {
+            if ended {
+                // Whole label sets equal: creation order.
+                equal.sort_unstable_by_key(|item| set(item.1).1);
+            } else {
+                sort_by_set(equal, set, at + 8);
+            }
+        }
+        start += run;
     }
 }
 
@@ -836,6 +899,43 @@ mod tests {
         assert_eq!(names(&snap), vec!["collectd_p_two_a_b{instance=vm}"]);
         assert_eq!(snap.families[0].samples[0].number, Number::F64(1.0));
         assert_eq!(snap.conflicts.duplicate_series, 1);
+    }
+
+    /// Label sets sorted 8 bytes at a time come out as a sort of the whole
+    /// sets (then creation order) puts them: long shared prefixes, sets that
+    /// are prefixes of others, equal sets, small and large runs.
+    #[test]
+    fn label_sets_sort_as_whole_sets_do() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for count in [0, 1, 5, 31, 32, 33, 200, 3000] {
+            let sets: Vec<String> = (0..count)
+                .map(|_| {
+                    let r = next();
+                    let mut set = String::new();
+                    for i in 0..(r % 4) {
+                        let name = ["cpu", "instance", "type", "a"][((r >> (8 * i)) % 4) as usize];
+                        let value = format!("node{:06}", (r >> (16 + 4 * i)) % 40);
+                        set.push_str(name);
+                        set.push('\0');
+                        set.push_str(&value[..1 + (r >> 40) as usize % value.len()]);
+                        set.push('\0');
+                    }
+                    set
+                })
+                .collect();
+            let mut items: Vec<(u64, usize)> = (0..sets.len()).map(|i| (0, i)).collect();
+            sort_by_set(&mut items, &|i| (sets[i].as_str(), i), 0);
+            let sorted: Vec<usize> = items.iter().map(|&(_, i)| i).collect();
+            let mut want: Vec<usize> = (0..sets.len()).collect();
+            want.sort_by(|&a, &b| (&sets[a], a).cmp(&(&sets[b], b)));
+            assert_eq!(sorted, want, "{count} sets");
+        }
     }
 
     #[test]
