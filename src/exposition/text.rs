@@ -171,7 +171,7 @@ fn shortest_fraction(x: f64) -> Option<(u64, u32)> {
     let shift = shift as u32;
     let half = 1u128 << (shift - 1);
     let below = (1u128 << shift) - 1;
-    let even = mantissa % 2 == 0;
+    let even = mantissa.is_multiple_of(2);
     for digits in 1..POW10_INT.len() as u32 {
         let scale = u128::from(POW10_INT[digits as usize]);
         // |x| × 10^d × 2^shift: below 2^53 × 10^17 < 2^110.
