@@ -1440,13 +1440,14 @@ proptest! {
                 Kind::Gauge => f.name.clone(),
             };
             prop_assert!(family_kinds.insert(f.name.clone(), f.kind).is_none(), "family {} twice", f.name);
-            for (values, _) in &f.samples {
+            for sample in &f.samples {
+                let values = snap.values(f, sample);
                 prop_assert_eq!(values.len(), f.label_names.len());
                 let set: Vec<(String, String)> = f
                     .label_names
                     .iter()
                     .cloned()
-                    .zip(values.iter().cloned())
+                    .zip(values.iter().map(|v| v.to_string()))
                     .filter(|(_, v)| !v.is_empty())
                     .collect();
                 prop_assert!(exposed.insert((sample_name.clone(), set.clone())),

@@ -4,6 +4,7 @@
 //! what is exported. Help texts are static: nothing from a packet goes there.
 
 use super::generic::GenericSnapshot;
+use super::text::render_labels;
 use crate::config::file::DatabaseSnapshot;
 use crate::state::{ConfigFile, ReloadStatus};
 use crate::store::sqlalchemy::{ProgramSnapshot, Snapshot as SqlaSnapshot};
@@ -35,6 +36,17 @@ pub type Labels<'a> = [(&'a str, &'a str)];
 /// Receives the samples of one family.
 pub trait SampleWriter {
     fn sample(&mut self, labels: &Labels<'_>, value: Number) -> fmt::Result;
+
+    /// A sample whose label set is already in the text format's words
+    /// (`crate::exposition::text::render_labels`): a label set that many
+    /// families repeat is written once per scrape and copied into each line.
+    /// Only called on the samples of a [`FamilyWriter`] whose
+    /// [`renders_labels`](FamilyWriter::renders_labels) is true; any other
+    /// writer refuses it.
+    fn sample_rendered(&mut self, labels: &str, value: Number) -> fmt::Result {
+        let _ = (labels, value);
+        Err(fmt::Error)
+    }
 }
 
 /// An output format.
@@ -46,6 +58,12 @@ pub trait FamilyWriter {
         family: &Family<'_>,
         samples: &mut dyn FnMut(&mut dyn SampleWriter) -> fmt::Result,
     ) -> fmt::Result;
+
+    /// Whether its samples take label sets rendered in the text format
+    /// ([`SampleWriter::sample_rendered`]); the text writer's do.
+    fn renders_labels(&self) -> bool {
+        false
+    }
 }
 
 /// Everything one scrape encodes, taken under the locks and encoded after.
@@ -616,18 +634,31 @@ pub fn sqlalchemy_series(snap: &SqlaSnapshot) -> usize {
 
 /// Writes a whole scrape.
 pub fn write(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
+    let programs = &scrape.sqla.programs;
+    // Every host/program is a line of each of the ~20 families: its label
+    // set is rendered once here, not once a line.
+    let rendered = w.renders_labels().then(|| PairLabels::new(programs));
     for (family, field) in SQLALCHEMY {
-        let programs = &scrape.sqla.programs;
         if !programs.iter().any(|p| field(p).is_some()) {
             continue;
         }
-        w.family(family, &mut |s| {
-            for p in programs {
-                if let Some(v) = field(p) {
-                    s.sample(&[("host", &p.host), ("program", &p.program)], v)?;
+        w.family(family, &mut |s| match &rendered {
+            Some(labels) => {
+                for (i, p) in programs.iter().enumerate() {
+                    if let Some(v) = field(p) {
+                        s.sample_rendered(labels.get(i), v)?;
+                    }
                 }
+                Ok(())
             }
-            Ok(())
+            None => {
+                for p in programs {
+                    if let Some(v) = field(p) {
+                        s.sample(&pair_labels(p), v)?;
+                    }
+                }
+                Ok(())
+            }
         })?;
     }
     if !scrape.databases.is_empty() {
@@ -646,6 +677,45 @@ pub fn write(scrape: &Scrape, w: &mut dyn FamilyWriter) -> fmt::Result {
     }
     write_generic(&scrape.generic, w)?;
     write_own(scrape, w)
+}
+
+/// The labels of a host/program's series in the [`SQLALCHEMY`] families.
+fn pair_labels(p: &ProgramSnapshot) -> [(&str, &str); 2] {
+    [("host", &p.host), ("program", &p.program)]
+}
+
+/// The label set of every host/program ([`pair_labels`]) rendered in the
+/// text format, one after the other in one buffer.
+struct PairLabels {
+    text: String,
+    /// Where the label set of program `i` ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl PairLabels {
+    fn new(programs: &[ProgramSnapshot]) -> PairLabels {
+        // `host="",program=""` and the names.
+        let bytes = programs
+            .iter()
+            .map(|p| 18 + p.host.len() + p.program.len())
+            .sum();
+        let mut text = String::with_capacity(bytes);
+        let mut ends = Vec::with_capacity(programs.len());
+        for p in programs {
+            render_labels(&mut text, &pair_labels(p));
+            ends.push(text.len());
+        }
+        PairLabels { text, ends }
+    }
+
+    /// The rendered label set of program `i`.
+    fn get(&self, i: usize) -> &str {
+        let start = match i {
+            0 => 0,
+            i => self.ends[i - 1],
+        };
+        &self.text[start..self.ends[i]]
+    }
 }
 
 fn write_otel(programs: &[ProgramSnapshot], w: &mut dyn FamilyWriter) -> fmt::Result {
@@ -670,6 +740,7 @@ fn write_otel(programs: &[ProgramSnapshot], w: &mut dyn FamilyWriter) -> fmt::Re
 }
 
 fn write_generic(g: &GenericSnapshot, w: &mut dyn FamilyWriter) -> fmt::Result {
+    let rendered = w.renders_labels();
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(4);
     for f in &g.families {
         let family = Family {
@@ -678,15 +749,19 @@ fn write_generic(g: &GenericSnapshot, w: &mut dyn FamilyWriter) -> fmt::Result {
             kind: f.kind,
         };
         w.family(&family, &mut |s| {
-            for (values, number) in &f.samples {
-                labels.clear();
-                labels.extend(
-                    f.label_names
-                        .iter()
-                        .map(String::as_str)
-                        .zip(values.iter().map(String::as_str)),
-                );
-                s.sample(&labels, *number)?;
+            for sample in &f.samples {
+                if rendered {
+                    s.sample_rendered(g.rendered(sample), sample.number)?;
+                } else {
+                    labels.clear();
+                    labels.extend(
+                        f.label_names
+                            .iter()
+                            .map(String::as_str)
+                            .zip(g.values(f, sample)),
+                    );
+                    s.sample(&labels, sample.number)?;
+                }
             }
             Ok(())
         })?;
@@ -901,6 +976,57 @@ mod tests {
         ] {
             assert!(!listed(&scrape, name), "{name}");
         }
+    }
+
+    /// The text writer, made to take every sample's labels as pairs: the
+    /// path of a writer that does not render label sets.
+    struct Unrendered<'a>(TextWriter<'a>);
+
+    impl FamilyWriter for Unrendered<'_> {
+        fn family(
+            &mut self,
+            family: &Family<'_>,
+            samples: &mut dyn FnMut(&mut dyn SampleWriter) -> fmt::Result,
+        ) -> fmt::Result {
+            self.0.family(family, samples)
+        }
+    }
+
+    /// Label sets rendered once per scrape give the text that rendering
+    /// each line's labels gives, escaping included.
+    #[test]
+    fn rendered_label_sets_give_the_text_of_labels_rendered_per_line() {
+        let mut scrape = full();
+        let first = scrape.sqla.programs[0].clone();
+        for (host, program) in [
+            ("", ""),
+            ("a\"b", "c\\d"),
+            ("line\nbreak", "ünïcode"),
+            ("h", "p2"),
+        ] {
+            let mut p = first.clone();
+            p.host = host.into();
+            p.program = program.into();
+            p.transactions = None;
+            scrape.sqla.programs.push(p);
+        }
+        let mut rendered = String::new();
+        write(&scrape, &mut TextWriter::new(&mut rendered)).expect("writes");
+        let mut per_line = String::new();
+        write(&scrape, &mut Unrendered(TextWriter::new(&mut per_line))).expect("writes");
+        assert_eq!(rendered, per_line);
+        assert!(
+            rendered.contains("sqlalchemy_processes{host=\"a\\\"b\",program=\"c\\\\d\"} 1\n"),
+            "{rendered}"
+        );
+        assert!(rendered.contains("sqlalchemy_commits_total{host=\"h\",program=\"p\"} 0\n"));
+        assert!(!rendered.contains("sqlalchemy_commits_total{host=\"h\",program=\"p2\"}"));
+    }
+
+    /// A writer that does not render label sets refuses a rendered one.
+    #[test]
+    fn a_rendered_label_set_is_refused_by_default() {
+        assert!(Count(0).sample_rendered("a=\"b\"", Number::U64(1)).is_err());
     }
 
     /// Every reason of every reason enum is a series of the first scrape, at 0.

@@ -13,6 +13,7 @@ pub mod text;
 
 pub use families::Scrape;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -46,19 +47,28 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     }
 }
 
+/// Encodes `scrape` in `format`: the body and its content type.
 pub fn encode(scrape: Scrape, format: Format) -> Result<(String, &'static str), std::fmt::Error> {
-    let mut out = String::with_capacity(64 * 1024);
-    match format {
+    // Sized from the last scrape (plus an eighth for growth), so that a body
+    // of a hundred megabytes is not copied over and over as it doubles.
+    let last = LAST_LENGTH.load(Ordering::Relaxed);
+    let mut out = String::with_capacity((last + last / 8).max(64 * 1024));
+    let content_type = match format {
         Format::Text => {
             families::write(&scrape, &mut text::TextWriter::new(&mut out))?;
-            Ok((out, text::CONTENT_TYPE))
+            text::CONTENT_TYPE
         }
         Format::OpenMetrics => {
             openmetrics::encode(Arc::new(scrape), &mut out)?;
-            Ok((out, openmetrics::CONTENT_TYPE))
+            openmetrics::CONTENT_TYPE
         }
-    }
+    };
+    LAST_LENGTH.store(out.len(), Ordering::Relaxed);
+    Ok((out, content_type))
 }
+
+/// Length of the last body [`encode`] wrote, what the next one is sized by.
+static LAST_LENGTH: AtomicUsize = AtomicUsize::new(0);
 
 #[cfg(test)]
 mod tests {

@@ -42,6 +42,10 @@ impl FamilyWriter for TextWriter<'_> {
             suffix,
         })
     }
+
+    fn renders_labels(&self) -> bool {
+        true
+    }
 }
 
 impl SampleWriter for Samples<'_> {
@@ -50,17 +54,27 @@ impl SampleWriter for Samples<'_> {
         self.out.push_str(self.suffix);
         if !labels.is_empty() {
             self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                self.out.push_str(k);
-                self.out.push_str("=\"");
-                escape(self.out, v, true);
-                self.out.push('"');
-            }
+            render_labels(self.out, labels);
             self.out.push('}');
         }
+        self.value(value)
+    }
+
+    fn sample_rendered(&mut self, labels: &str, value: Number) -> fmt::Result {
+        self.out.push_str(self.name);
+        self.out.push_str(self.suffix);
+        if !labels.is_empty() {
+            self.out.push('{');
+            self.out.push_str(labels);
+            self.out.push('}');
+        }
+        self.value(value)
+    }
+}
+
+impl Samples<'_> {
+    /// The value and the end of the line.
+    fn value(&mut self, value: Number) -> fmt::Result {
         self.out.push(' ');
         match value {
             Number::U64(n) => self.out.push_str(itoa::Buffer::new().format(n)),
@@ -68,6 +82,21 @@ impl SampleWriter for Samples<'_> {
         }
         self.out.push('\n');
         Ok(())
+    }
+}
+
+/// A label set as it stands between the braces of a sample line:
+/// `k="v",k2="v2"`, values escaped. What [`SampleWriter::sample_rendered`]
+/// takes: a label set written once and copied into every family's line.
+pub fn render_labels(out: &mut String, labels: &Labels<'_>) {
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(out, v, true);
+        out.push('"');
     }
 }
 
@@ -83,10 +112,89 @@ pub fn write_f64(out: &mut String, x: f64) -> fmt::Result {
         // `{x}` writes for it, by the integer formatter: a fraction of the
         // cost of the shortest-float search.
         out.push_str(itoa::Buffer::new().format(x as i64));
+    } else if let Some((n, digits)) = shortest_fraction(x) {
+        // The digits `{x}` writes, without its general search.
+        if x < 0.0 {
+            out.push('-');
+        }
+        let scale = POW10_INT[digits as usize];
+        out.push_str(itoa::Buffer::new().format(n / scale));
+        out.push('.');
+        let fraction = n % scale;
+        let mut buffer = itoa::Buffer::new();
+        let fraction = buffer.format(fraction);
+        for _ in fraction.len()..digits as usize {
+            out.push('0');
+        }
+        out.push_str(fraction);
     } else {
         write!(out, "{x}")?;
     }
     Ok(())
+}
+
+/// 10^0 ..= 10^17.
+const POW10_INT: [u64; 18] = {
+    let mut p = [1u64; 18];
+    let mut i = 1;
+    while i < p.len() {
+        p[i] = p[i - 1] * 10;
+        i += 1;
+    }
+    p
+};
+
+/// For a finite `x` with a fraction (a timestamp, an offset in seconds):
+/// the fewest decimals `d` and the integer `n` such that `n / 10^d` reads
+/// back as `|x|`, which is what `{x}` writes (its shortest representation;
+/// of two candidates with as many digits it writes the closer, and so does
+/// this: `n` is `|x| × 10^d` rounded to the nearest). Exact: `|x|` is
+/// `m / 2^s`, so `|x| × 10^d × 2^s` is the integer `m × 10^d`, and `n`
+/// reads back as `|x|` when it lies within half a unit of `m` at that scale
+/// (at exactly half when `m` is even: reading rounds ties to even).
+/// `None` where this cannot say so, for `{x}` to write: a power of two (its
+/// rounding interval is lopsided), a tie, a subnormal, a value below
+/// 2^-57, or one that needs more than 17 decimals.
+fn shortest_fraction(x: f64) -> Option<(u64, u32)> {
+    let bits = x.to_bits();
+    let fraction_bits = bits & ((1 << 52) - 1);
+    let exponent = ((bits >> 52) & 0x7ff) as i32;
+    if exponent == 0 || exponent == 0x7ff || fraction_bits == 0 {
+        return None;
+    }
+    // |x| = mantissa / 2^shift exactly.
+    let mantissa = fraction_bits | (1 << 52);
+    let shift = 1075 - exponent;
+    if !(1..=110).contains(&shift) {
+        return None;
+    }
+    let shift = shift as u32;
+    let half = 1u128 << (shift - 1);
+    let below = (1u128 << shift) - 1;
+    let even = mantissa.is_multiple_of(2);
+    for digits in 1..POW10_INT.len() as u32 {
+        let scale = u128::from(POW10_INT[digits as usize]);
+        // |x| × 10^d × 2^shift: below 2^53 × 10^17 < 2^110.
+        let scaled = u128::from(mantissa) * scale;
+        let rest = scaled & below;
+        if rest == half {
+            return None;
+        }
+        let (n, distance) = match rest > half {
+            true => ((scaled >> shift) + 1, (1u128 << shift) - rest),
+            false => (scaled >> shift, rest),
+        };
+        // |n - |x| × 10^d| < 10^d / 2 ulp, in units of 2^-shift.
+        let within = match (2 * distance).cmp(&scale) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => even,
+            std::cmp::Ordering::Greater => false,
+        };
+        if within {
+            return u64::try_from(n).ok().map(|n| (n, digits));
+        }
+    }
+    None
 }
 
 /// Whole values below this are written as integers (exact in an `f64` and
@@ -152,6 +260,9 @@ mod tests {
         assert_eq!(f(1795289844.783717), "1795289844.783717");
         assert_eq!(f(-0.0), "-0");
         assert_eq!(f(-7.0), "-7");
+        assert_eq!(f(-1.25), "-1.25");
+        assert_eq!(f(0.001), "0.001");
+        assert_eq!(f(1e-7), "0.0000001");
         // Whole values are written as the float formatter writes them.
         for x in [
             0.0,
@@ -167,5 +278,54 @@ mod tests {
         ] {
             assert_eq!(f(x), format!("{x}"), "{x}");
         }
+    }
+
+    /// Fractions are written as the float formatter writes them: receive
+    /// timestamps, clock offsets, values with few and many digits, near
+    /// powers of two and ten, and doubles of every exponent.
+    #[test]
+    fn fractions_are_written_as_the_float_formatter_writes_them() {
+        let f = |x: f64| {
+            let mut s = String::new();
+            write_f64(&mut s, x).unwrap();
+            s
+        };
+        // xorshift64*: deterministic, no dependency.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let r = next();
+            let micros = (r % 4_000_000_000_000_000) as f64 / 1e6;
+            let offset = (r % 2_000_000) as f64 / 1e6 - 1.0;
+            let nanos = 1.7e9 + (r % 1_000_000_000_000_000) as f64 / 1e9;
+            let any = f64::from_bits(r);
+            let mantissa = (r >> 11) as f64 / (1u64 << 53) as f64;
+            let scaled = mantissa * POW10_INT[(r % 18) as usize] as f64;
+            let decimal = (r % 100_000) as f64 / POW10_INT[(r >> 60) as usize % 9] as f64;
+            let near_two = 2f64.powi((r % 100) as i32 - 60) * (1.0 + f64::EPSILON * (r % 3) as f64);
+            for x in [
+                micros,
+                nanos,
+                offset,
+                any,
+                -any,
+                scaled,
+                decimal,
+                near_two,
+                1.0 / scaled,
+            ] {
+                if x.is_finite() {
+                    assert_eq!(f(x), format!("{x}"), "{x:e} ({:#x})", x.to_bits());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 170_000);
     }
 }

@@ -1,6 +1,6 @@
 //! `GET /metrics`: one scrape, encoded off the async workers at a lower
 //! priority than ingest (unless ingest is saturated: then at the same), its
-//! freed memory given back.
+//! freed memory given back beside the response.
 //!
 //! Takes the scrape's [`Sources`] and the `Accept` header; hands on the
 //! encoded body (500 when encoding fails, never a panic).
@@ -17,12 +17,7 @@ pub async fn metrics(State(sources): State<Arc<Sources>>, headers: HeaderMap) ->
     let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let now = Instant::now();
     let behind = sources.telemetry.ingest_behind();
-    let work = move || {
-        let encoded = encode(sources.scrape(now), format);
-        // Its temporaries are freed by now; give their pages back.
-        crate::memory::release_free_memory();
-        encoded
-    };
+    let work = move || encode(sources.scrape(now), format);
     // A large scrape takes a while: off the async workers, so that other
     // requests (health checks, pushes) are not held up behind it.
     let encoded = if behind {
@@ -49,6 +44,11 @@ pub async fn metrics(State(sources): State<Arc<Sources>>, headers: HeaderMap) ->
         .await
         .ok()
     };
+    // The scrape's temporaries are freed by now; their pages are given back
+    // beside the response, not before it (a large scrape's: milliseconds).
+    drop(tokio::task::spawn_blocking(
+        crate::memory::release_free_memory,
+    ));
     match encoded {
         Some(Ok((body, content_type))) => {
             ([(header::CONTENT_TYPE, content_type)], body).into_response()
