@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 /// What stops the exporter from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
+    /// A receive thread that could not be started.
+    #[error("cannot start a receive thread")]
+    Threads(#[source] std::io::Error),
     /// A listener that could not be opened.
     #[error("cannot listen on {proto} {address}")]
     Listen {
@@ -66,7 +69,10 @@ pub enum BindError {
 /// Sockets bound and ready, not yet served, and the state they will share.
 #[derive(Debug)]
 pub struct Bound {
-    pub udp: Vec<(std::net::UdpSocket, Arc<Listener>)>,
+    /// Each UDP socket's counters (its receive thread is already running).
+    pub udp: Vec<Arc<Listener>>,
+    /// The receive threads, one per UDP socket, and what stops them.
+    pub receivers: Receivers,
     pub http: Vec<std::net::TcpListener>,
     /// Routes, applies and counts what arrives.
     pub sink: Arc<Sink>,
@@ -88,7 +94,7 @@ impl Bound {
     /// receive thread).
     pub fn udp_addresses(&self) -> Vec<SocketAddr> {
         let mut all: Vec<SocketAddr> = Vec::new();
-        for (_, l) in &self.udp {
+        for l in &self.udp {
             if !all.contains(&l.address) {
                 all.push(l.address);
             }
@@ -304,22 +310,24 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
     let keys = Arc::new(Current::new(keys));
     let capacity = Arc::new(Current::new(capacity));
     let reloader = Arc::new(reloader(config, &keys, &capacity, web.as_ref(), started));
-    let (storage, start) = match &config.storage_path {
-        Some(dir) => {
-            let (storage, start) = Storage::open(dir).map_err(BindError::Storage)?;
-            (Some(storage), start)
-        }
-        None => (None, Start::Unsaved("no --storage.path".to_owned())),
-    };
+    // The stores start empty; the saved state (if any) is read and restored
+    // below, while the receive threads already read the sockets and hold
+    // what they read, so that a large fleet's reports meanwhile are not
+    // dropped by the kernel.
     let stores = Arc::new(Stores::with(
-        starting_store(start, config),
+        Shards::new(
+            config.receive_threads,
+            config.freshness,
+            config.limits,
+            false,
+        ),
         config.freshness,
         config.max_series,
     ));
     let sink = Arc::new(Sink::new(
         stores.clone(),
         telemetry.clone(),
-        keys,
+        keys.clone(),
         Allow(config.collectd_allow.clone()),
         config.security_level,
     ));
@@ -337,8 +345,26 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
             start_time_unix: started,
         },
     });
+    // From here the sockets are read; what arrives is held until the
+    // start's state is in.
+    let held_by = udp.len().max(1);
+    sink.hold(HOLD_BYTES / held_by);
+    let (mut receivers, udp) = Receivers::spawn(udp, &sink).map_err(BindError::Threads)?;
+    let (storage, start) = match &config.storage_path {
+        Some(dir) => match Storage::open(dir) {
+            Ok((storage, start)) => (Some(storage), start),
+            Err(e) => {
+                receivers.stop();
+                return Err(BindError::Storage(e));
+            }
+        },
+        None => (None, Start::Unsaved("no --storage.path".to_owned())),
+    };
+    start_stores(start, sink.stores(), config);
+    sink.release();
     Ok(Bound {
         udp,
+        receivers,
         http,
         sink,
         sources,
@@ -349,35 +375,94 @@ pub fn bind(config: &Config) -> Result<Bound, BindError> {
     })
 }
 
-/// The SQLAlchemy store this start begins with (see [`crate::storage`]).
-fn starting_store(start: Start, config: &Config) -> Shards {
-    let (freshness, limits) = (config.freshness, config.limits);
-    // One shard per receive thread: the threads apply side by side.
-    let n = config.receive_threads;
+/// The receive threads, running from the end of [`bind`] (they hold what
+/// they read until the start's state is in: see [`Sink::hold`]).
+#[derive(Debug)]
+pub struct Receivers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Receivers {
+    /// A thread per socket, reading into `sink`.
+    fn spawn(
+        udp: Vec<(std::net::UdpSocket, Arc<Listener>)>,
+        sink: &Arc<Sink>,
+    ) -> std::io::Result<(Receivers, Vec<Arc<Listener>>)> {
+        let mut receivers = Receivers {
+            threads: Vec::new(),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let mut listeners = Vec::new();
+        for (socket, listener) in udp {
+            let (sink, stop) = (sink.clone(), receivers.stop.clone());
+            let name = format!("udp {}", listener.label);
+            listeners.push(listener.clone());
+            let thread = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || crate::ingest::receive::receive(socket, listener, sink, stop));
+            match thread {
+                Ok(t) => receivers.threads.push(t),
+                Err(e) => {
+                    receivers.stop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok((receivers, listeners))
+    }
+
+    /// Stops every thread and waits for it (each wakes within its read
+    /// timeout and sees the flag).
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// At most this many bytes of datagrams are held while the saved state is
+/// restored at start, every receive thread together (300,000 processes at
+/// their cadence send about 40 MB a second); beyond it the kernel's queues
+/// take the rest, then drop and count it.
+pub const HOLD_BYTES: usize = 128 * MIB;
+const MIB: usize = 1 << 20;
+
+/// Brings the stores to this start's state (see [`crate::storage`]): the
+/// saved state restored, nothing for a first start, or the start-up
+/// baseline.
+fn start_stores(start: Start, stores: &Stores, config: &Config) {
     match start {
         Start::Restored(saved) => {
             let (programs, saved_unix) = (saved.programs.len(), saved.saved_unix);
-            let store = Shards::restore(n, *saved, freshness, limits, Now::wall());
+            stores
+                .sqla
+                .restore_into(*saved, config.freshness, Now::wall());
             tracing::info!(
                 programs,
-                processes = store.snapshot(Instant::now()).tracked_processes,
+                processes = stores.sqla_counts(Instant::now()).tracked_processes,
                 saved_unix,
                 "counters restored from the state the last shutdown saved"
             );
-            store
         }
         Start::First => {
             tracing::info!(
                 "first start with this storage directory: every process counts from zero"
             );
-            Shards::new(n, freshness, limits, false)
         }
         Start::Unsaved(why) => {
             tracing::info!(
                 reason = %why,
                 "no saved counters: processes first seen within the first liveness window count from their first report"
             );
-            Shards::new(n, freshness, limits, true)
+            stores.sqla.baseline_at_start();
         }
     }
 }
@@ -562,7 +647,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let Bound {
-        udp,
+        udp: _,
+        mut receivers,
         http,
         sink,
         sources,
@@ -571,16 +657,6 @@ pub async fn run(
         storage,
         http_limits,
     } = bound;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut receivers = Vec::new();
-    for (socket, listener) in udp {
-        let (sink, stop) = (sink.clone(), stop.clone());
-        let name = format!("udp {}", listener.label);
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || crate::ingest::receive::receive(socket, listener, sink, stop))?;
-        receivers.push(thread);
-    }
     let stores = sink.stores().clone();
     let saved_stores = stores.clone();
     let sweeper = tokio::spawn(async move {
@@ -635,12 +711,8 @@ pub async fn run(
     let _ = stop_http.send(true);
     let _ = servers.await;
     sweeper.abort();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    // Each receive thread wakes within its read timeout and sees the flag.
     let _ = tokio::task::spawn_blocking(move || {
-        for t in receivers {
-            let _ = t.join();
-        }
+        receivers.stop();
         // Last: everything received is in.
         if let Some(storage) = storage {
             let saved = saved_stores.sqla.save(Now::wall());

@@ -56,6 +56,11 @@ pub struct Sink {
     keys: Arc<Current<Option<Keys>>>,
     allow: Allow,
     level: SecurityLevel,
+    /// While set (the saved state being read and restored at start), the
+    /// receive threads hold what they read instead of applying it, up to
+    /// `hold_bytes` each, and apply it in order once it is cleared.
+    holding: std::sync::atomic::AtomicBool,
+    hold_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// Records of several datagrams, applied to the stores together (one lock
@@ -121,7 +126,31 @@ impl Sink {
             keys,
             allow,
             level,
+            holding: std::sync::atomic::AtomicBool::new(false),
+            hold_bytes: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Makes the receive threads hold what they read, up to `bytes` of
+    /// datagrams each (beyond it they stop reading, and the kernel queues,
+    /// then drops and counts), until [`Sink::release`].
+    pub fn hold(&self, bytes: usize) {
+        self.hold_bytes.store(bytes, Relaxed);
+        self.holding
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Lets the receive threads apply what they held, then go on as usual.
+    pub fn release(&self) {
+        self.holding
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether to hold (see [`Sink::hold`]), and up to how many bytes.
+    pub fn holding(&self) -> Option<usize> {
+        self.holding
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then(|| self.hold_bytes.load(Relaxed))
     }
 
     pub fn stores(&self) -> &Arc<Stores> {

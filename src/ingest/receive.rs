@@ -61,8 +61,21 @@ pub fn receive(socket: UdpSocket, listener: Arc<Listener>, sink: Arc<Sink>, stop
     let mut overflow = vec![0u8; BATCH * OVERFLOW];
     let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut held = Held::default();
     while !stop.load(Relaxed) {
         received.clear();
+        let holding = sink.holding();
+        match holding {
+            // Full: the kernel's queue holds the rest (or drops and counts
+            // it) until the sink is released.
+            Some(max) if held.bytes() + BATCH * SLOT > max => {
+                std::thread::sleep(GATHER);
+                continue;
+            }
+            Some(_) => {}
+            None if !held.is_empty() => held.apply(&sink, &listener),
+            None => {}
+        }
         {
             let mut slots: Vec<[IoSliceMut<'_>; 2]> = buf
                 .chunks_mut(SLOT)
@@ -89,6 +102,14 @@ pub fn receive(socket: UdpSocket, listener: Arc<Listener>, sink: Arc<Sink>, stop
                     continue;
                 }
             }
+        }
+        if holding.is_some() {
+            for (i, &(len, from)) in received.iter().enumerate() {
+                let first = &buf[i * SLOT..i * SLOT + len.min(SLOT)];
+                let rest = &overflow[i * OVERFLOW..i * OVERFLOW + len.saturating_sub(SLOT)];
+                held.push(first, rest, from);
+            }
+            continue;
         }
         let keys = sink.keys();
         let keys = keys.as_ref().as_ref();
@@ -129,4 +150,53 @@ fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
         return Some(SocketAddr::V4((*v4).into()));
     }
     a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// Datagrams read while the sink holds (see [`Sink::hold`]), one after
+/// another in one buffer, in the order they arrived.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    /// Each datagram's end in `bytes` and its sender.
+    datagrams: Vec<(usize, SocketAddr)>,
+}
+
+impl Held {
+    fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.datagrams.is_empty()
+    }
+
+    fn push(&mut self, first: &[u8], rest: &[u8], from: SocketAddr) {
+        self.bytes.extend_from_slice(first);
+        self.bytes.extend_from_slice(rest);
+        self.datagrams.push((self.bytes.len(), from));
+    }
+
+    /// Applies what was held, in order and in batches as the receive loop
+    /// applies, then frees it.
+    fn apply(&mut self, sink: &Sink, listener: &Listener) {
+        let all = bytes::Bytes::from(std::mem::take(&mut self.bytes));
+        let datagrams = std::mem::take(&mut self.datagrams);
+        tracing::info!(
+            listener = %listener.label,
+            datagrams = datagrams.len(),
+            bytes = all.len(),
+            "applying the datagrams held while the saved state was restored"
+        );
+        let keys = sink.keys();
+        let keys = keys.as_ref().as_ref();
+        let mut start = 0;
+        for chunk in datagrams.chunks(BATCH) {
+            let mut batch = Batch::new();
+            for &(end, from) in chunk {
+                sink.datagram(&all, start..end, from, keys, listener, &mut batch);
+                start = end;
+            }
+            sink.apply(&mut batch);
+        }
+    }
 }

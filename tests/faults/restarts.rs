@@ -296,3 +296,84 @@ fn a_sigkill_restart_loses_at_most_the_reports_it_could_not_see() {
 fn a_restart_without_storage_takes_a_baseline_instead_of_a_burst() {
     assert_baseline(&restart_case(Restart::Unsaved));
 }
+
+/// A graceful restart under a large fleet that keeps sending: while the new
+/// exporter reads and restores the saved state, the fleet's next cycle
+/// arrives (in the restore's half second, more than the kernel's 8 MiB
+/// socket buffer holds). The receive threads hold it meanwhile and apply it once the
+/// state is in: nothing dropped, every report applied over the restored
+/// counters.
+#[test]
+fn datagrams_arriving_while_the_saved_state_is_restored_are_held_not_dropped() {
+    use crate::common::load::{self, Fleet};
+    const P: &str = "sqlalchemy_collectd_exporter_";
+    let tmp = TempDir::new("faults-restore-storm", "storage");
+    let storage = tmp.path().display().to_string();
+    let (udp, http) = free_ports();
+    let (udp_s, http_s) = (udp.to_string(), http.to_string());
+    let args = ["--storage.path", storage.as_str()];
+    let start = || Binary::launch_on(Command::new(BIN), &udp_s, &http_s, &args);
+    let own = |s: &std::collections::BTreeMap<String, f64>, name: &str| {
+        s.get(&format!("{P}{name}")).copied().unwrap_or(-1.0)
+    };
+    let listener = format!("{{listener=\"{udp}\"}}");
+
+    // 50,000 processes report once; the exporter saves them at SIGTERM.
+    let mut fleet = Fleet::new(50, 20, 50);
+    let processes = fleet.slots() as f64;
+    let mut first = start();
+    load::send_drained(first.udp, fleet.all(), 1000, TIMEOUT);
+    common::scrape_until(first.http, "the fleet", TIMEOUT, |s| {
+        own(s, "processes_tracked") == processes
+    });
+    first.signal(Signal::SIGTERM);
+    assert!(first.wait_exit(TIMEOUT).success());
+    drop(first);
+
+    // The next cycle, sent as soon as the new exporter's socket is bound.
+    for slot in 0..fleet.slots() {
+        fleet.set_time(slot, 1_000_002);
+    }
+    let datagrams = fleet.all().to_vec();
+    let sent = datagrams.len() as f64;
+    let burst = std::thread::spawn(move || {
+        common::poll(TIMEOUT, "the new exporter's socket", || {
+            (load::sockets(udp.port()) > 0).then_some(())
+        });
+        // 50,000 a second, which the receive thread keeps up with even in a
+        // debug build on a busy machine: what is measured is the window of
+        // the restore (half a second here), not the reading speed.
+        let mut sender = load::Sender::new(udp);
+        let begun = Instant::now();
+        for (i, chunk) in datagrams.chunks(1000).enumerate() {
+            let due = begun + Duration::from_millis(20 * i as u64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            sender.send(chunk);
+        }
+        sender.failed
+    });
+    let second = start();
+    assert_eq!(burst.join().expect("the burst"), 0, "send errors");
+    let received = format!("{P}datagrams_received_total{listener}");
+    let s = common::scrape_until(second.http, "the burst", TIMEOUT, |s| {
+        s.get(&received) == Some(&sent) && own(s, "value_lists_accepted_total") == sent
+    });
+    assert_eq!(s[&format!("{P}kernel_receive_drops_total{listener}")], 0.0);
+    assert_eq!(own(&s, "processes_tracked"), processes);
+    assert_eq!(own(&s, "processes"), processes);
+    // The restored totals, continued by reports that repeat them: counted once.
+    assert_eq!(
+        common::sum(&s, "sqlalchemy_checkouts_total{"),
+        processes * load::Fleet::TOTALS[0] as f64
+    );
+    assert_eq!(
+        common::sum(&s, "sqlalchemy_connections{"),
+        processes * load::Fleet::POOL[4]
+    );
+    // The burst came while the state was restored, not after.
+    let log = second.log.text();
+    assert!(
+        log.contains("applying the datagrams held while the saved state was restored"),
+        "nothing was held:\n{log}"
+    );
+}

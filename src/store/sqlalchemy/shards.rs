@@ -112,10 +112,20 @@ impl Shards {
     /// `n` shards holding what `saved` holds, up to the limits (every shard
     /// together).
     pub fn restore(n: usize, saved: Saved, freshness: Freshness, limits: Limits, now: Now) -> Self {
-        if n <= 1 {
-            return Shards::one(SqlaStore::restore(saved, freshness, limits, now));
-        }
-        let hasher = foldhash::fast::RandomState::default();
+        let shards = Shards::new(n, freshness, limits, false);
+        shards.restore_into(saved, freshness, now);
+        shards
+    }
+
+    /// Replaces what every shard holds with what `saved` holds, up to the
+    /// limits (every shard together): each host/program into the shard it
+    /// lives in. Meant for shards that hold nothing yet (a start).
+    pub fn restore_into(&self, saved: Saved, freshness: Freshness, now: Now) {
+        let (n, limits) = (self.shards.len(), self.limits);
+        let Some(shared) = &self.shared else {
+            *self.lock(0) = SqlaStore::restore(saved, freshness, limits, now);
+            return;
+        };
         let mut parts: Vec<Saved> = (0..n)
             .map(|_| Saved {
                 format: saved.format,
@@ -124,29 +134,35 @@ impl Shards {
             })
             .collect();
         for p in saved.programs {
-            let i = shard_of(&hasher, n, &p.host, &p.program);
+            let i = shard_of(&self.hasher, n, &p.host, &p.program);
             parts[i].programs.push(p);
         }
-        let shared = Arc::new(Shared::default());
         let (mut processes, mut programs) = (0, 0);
-        let stores = parts
-            .into_iter()
-            .map(|part| {
-                let left = Limits {
-                    max_processes: limits.max_processes.saturating_sub(processes),
-                    max_programs: limits.max_programs.saturating_sub(programs),
-                };
-                let mut s = SqlaStore::restore(part, freshness, left, now);
-                s.limits = limits;
-                processes += s.processes.len();
-                programs += s.program_count;
-                s.share(shared.clone(), None);
-                s
-            })
-            .collect();
-        let mut shards = Shards::of(stores, limits, shared);
-        shards.hasher = hasher;
-        shards
+        for (i, part) in parts.into_iter().enumerate() {
+            let left = Limits {
+                max_processes: limits.max_processes.saturating_sub(processes),
+                max_programs: limits.max_programs.saturating_sub(programs),
+            };
+            let mut s = SqlaStore::restore(part, freshness, left, now);
+            s.limits = limits;
+            processes += s.processes.len();
+            programs += s.program_count;
+            let mut old = self.lock(i);
+            // What the replaced store held leaves the shared counts.
+            old.processes = Default::default();
+            old.program_count = 0;
+            old.publish();
+            s.share(shared.clone(), None);
+            *old = s;
+        }
+    }
+
+    /// Makes every shard take the start-up baseline (see
+    /// [`SqlaStore::baseline_at_start`]).
+    pub fn baseline_at_start(&self) {
+        for i in 0..self.shards.len() {
+            self.lock(i).baseline_at_start();
+        }
     }
 
     fn of(stores: Vec<SqlaStore>, limits: Limits, shared: Arc<Shared>) -> Self {
